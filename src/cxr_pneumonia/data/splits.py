@@ -1,0 +1,124 @@
+"""`DatasetSplits`: what :func:`~cxr_pneumonia.load_dataset` returns."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import tensorflow as tf
+
+__all__ = ["CLASS_NAMES", "SPLIT_NAMES", "DatasetSplits"]
+
+CLASS_NAMES: tuple[str, str] = ("NORMAL", "PNEUMONIA")
+"""Class names in label order: label 0 is NORMAL, label 1 is PNEUMONIA."""
+
+SPLIT_NAMES: tuple[str, str, str] = ("train", "validation", "test")
+
+
+@dataclass(frozen=True)
+class DatasetSplits:
+    """A data set ready for training: batched ``tf.data`` pipelines plus their bookkeeping.
+
+    Every per-split mapping (``files``, ``labels``, ``patients``, ``images``,
+    ``class_counts``) has a key for each split that exists (``"train"``,
+    ``"validation"``, ``"test"``); a split that does not exist has ``None`` as
+    its dataset and no key.
+
+    Attributes:
+        train: Shuffled (per epoch), augmented batches of ``(images, labels)``;
+            images ``uint8`` of shape ``(batch, H, W, C)``, labels ``int32``
+            of shape ``(batch,)``.
+        validation: Unshuffled, unaugmented batches, or ``None``.
+        test: Unshuffled, unaugmented batches, or ``None`` when the source
+            has no test split.
+        class_names: ``("NORMAL", "PNEUMONIA")``; label 1 is PNEUMONIA.
+        files: Per split, the file paths (or ``source/split/index`` ids for
+            array sources), in dataset order for unshuffled splits.
+        labels: Per split, the labels as an ``int32`` array aligned with ``files``.
+        patients: Per split, the patient id of every file.
+        images: Per split, the decoded, resized ``uint8`` pixels
+            ``(N, H, W, C)`` aligned with ``files`` (a read-only memory map
+            of the on-disk cache).
+        class_weight: "Balanced" weights ``n / (2 * n_c)`` of the training part.
+        image_size: ``(height, width)`` of the images.
+        color_mode: ``"grayscale"`` or ``"rgb"``.
+        batch_size: Batch size of the pipelines.
+        source: The dataset name, or the data folder that was read.
+        seed: Seed of the split, the shuffling and the augmentation.
+    """
+
+    train: tf.data.Dataset
+    validation: tf.data.Dataset | None
+    test: tf.data.Dataset | None
+    files: Mapping[str, tuple[str, ...]]
+    labels: Mapping[str, np.ndarray]
+    patients: Mapping[str, tuple[str, ...]]
+    images: Mapping[str, np.ndarray] = field(repr=False)
+    class_weight: Mapping[int, float]
+    image_size: tuple[int, int]
+    color_mode: str
+    batch_size: int
+    source: str
+    seed: int
+    class_names: tuple[str, str] = CLASS_NAMES
+
+    @property
+    def class_counts(self) -> dict[str, dict[str, int]]:
+        """Per split, the number of images of each class, e.g. ``{"train": {"NORMAL": 1200, ...}}``."""
+        return {
+            split: {
+                name: int(np.count_nonzero(labels == index))
+                for index, name in enumerate(self.class_names)
+            }
+            for split, labels in self.labels.items()
+        }
+
+    def dataset(self, split: str) -> tf.data.Dataset:
+        """Return the pipeline of ``split`` (``"train"``, ``"validation"`` or ``"test"``).
+
+        Raises:
+            ValueError: If ``split`` is not a split name or that split is absent.
+        """
+        if split not in SPLIT_NAMES:
+            msg = f"unknown split {split!r}; choose one of: {', '.join(SPLIT_NAMES)}"
+            raise ValueError(msg)
+        result = getattr(self, split)
+        if result is None:
+            present = ", ".join(name for name in SPLIT_NAMES if getattr(self, name) is not None)
+            msg = f"{self.source!r} has no {split!r} split; it has: {present}"
+            raise ValueError(msg)
+        return result
+
+    def summary(self) -> str:
+        """A readable table of the splits: images, patients and classes.
+
+        Returns:
+            A multi-line string.
+        """
+        header = ("split", "images", "patients", *self.class_names, f"% {self.class_names[1]}")
+        rows = [header]
+        for split in SPLIT_NAMES:
+            if split not in self.labels:
+                continue
+            labels = self.labels[split]
+            counts = [int(np.count_nonzero(labels == i)) for i in range(len(self.class_names))]
+            share = 100.0 * counts[1] / len(labels) if len(labels) else 0.0
+            rows.append(
+                (split, str(len(labels)), str(len(set(self.patients[split]))), *map(str, counts), f"{share:.1f}")
+            )
+        widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+        lines = [
+            f"{self.source}: {self.image_size[0]}x{self.image_size[1]} {self.color_mode}, "
+            f"batch {self.batch_size}, seed {self.seed}",
+        ]
+        for n, row in enumerate(rows):
+            lines.append("  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths))))
+            if n == 0:
+                lines.append("  ".join("-" * w for w in widths))
+        weights = ", ".join(f"{self.class_names[k]}={v:.3f}" for k, v in sorted(self.class_weight.items()))
+        lines.append(f"class_weight: {weights}")
+        return "\n".join(lines)
