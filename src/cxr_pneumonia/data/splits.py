@@ -68,7 +68,7 @@ class DatasetSplits:
 
     @property
     def class_counts(self) -> dict[str, dict[str, int]]:
-        """Per split, the number of images of each class, e.g. ``{"train": {"NORMAL": 1200, ...}}``."""
+        """Per split, the count of each class, e.g. ``{"train": {"NORMAL": 1200, ...}}``."""
         return {
             split: {
                 name: int(np.count_nonzero(labels == index))
@@ -108,7 +108,13 @@ class DatasetSplits:
             counts = [int(np.count_nonzero(labels == i)) for i in range(len(self.class_names))]
             share = 100.0 * counts[1] / len(labels) if len(labels) else 0.0
             rows.append(
-                (split, str(len(labels)), str(len(set(self.patients[split]))), *map(str, counts), f"{share:.1f}")
+                (
+                    split,
+                    str(len(labels)),
+                    str(len(set(self.patients[split]))),
+                    *map(str, counts),
+                    f"{share:.1f}",
+                )
             )
         widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
         lines = [
@@ -116,9 +122,16 @@ class DatasetSplits:
             f"batch {self.batch_size}, seed {self.seed}",
         ]
         for n, row in enumerate(rows):
-            lines.append("  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths))))
+            lines.append(
+                "  ".join(
+                    cell.rjust(w) if i else cell.ljust(w)
+                    for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+                )
+            )
             if n == 0:
                 lines.append("  ".join("-" * w for w in widths))
-        weights = ", ".join(f"{self.class_names[k]}={v:.3f}" for k, v in sorted(self.class_weight.items()))
+        weights = ", ".join(
+            f"{self.class_names[k]}={v:.3f}" for k, v in sorted(self.class_weight.items())
+        )
         lines.append(f"class_weight: {weights}")
         return "\n".join(lines)
