@@ -1,0 +1,419 @@
+"""Figures of evaluation results and training histories (the ``plot`` extra).
+
+Needs matplotlib: ``pip install 'cxr-pneumonia[plot]'``. matplotlib is imported
+only when a function here is called, so ``import cxr_pneumonia`` never needs it.
+
+Every function returns a ``matplotlib.figure.Figure`` built directly on the Agg
+(PNG) canvas, without pyplot: no global backend or state is changed, no window
+is opened, and figures are freed like any Python object. With ``path`` the
+figure is also saved there as a PNG. To show a figure in a notebook, display
+the returned object (Jupyter renders ``Figure`` objects).
+
+Example:
+    >>> from cxr_pneumonia.plots import plot_roc
+    >>> plot_roc(report, "roc.png")        # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Union
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+    from cxr_pneumonia.evaluation import EvaluationReport
+
+__all__ = [
+    "plot_calibration",
+    "plot_confusion_matrix",
+    "plot_feature_maps",
+    "plot_history",
+    "plot_precision_recall",
+    "plot_roc",
+]
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+_INSTALL_HINT = "pip install 'cxr-pneumonia[plot]'"
+_DPI = 100
+
+
+def _new_figure(width: float, height: float) -> Figure:
+    """A Figure on its own Agg canvas (no pyplot, no global backend change)."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError as error:
+        msg = f"plotting needs matplotlib, which is not installed; install it with: {_INSTALL_HINT}"
+        raise ImportError(msg) from error
+    figure = Figure(figsize=(width, height), dpi=_DPI, layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def _finish(figure: Figure, path: PathLike | None) -> Figure:
+    if path is not None:
+        figure.savefig(os.fspath(path), format="png", dpi=_DPI)
+    return figure
+
+
+def _need_both_classes(report: EvaluationReport, what: str) -> None:
+    if report.n_positive == 0 or report.n_negative == 0:
+        msg = (
+            f"a {what} needs both classes; the report has {report.n_positive} "
+            f"{report.class_names[1]} and {report.n_negative} {report.class_names[0]} examples"
+        )
+        raise ValueError(msg)
+
+
+def _format_auc(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{value:.3f}"
+
+
+def plot_roc(report: EvaluationReport, path: PathLike | None = None) -> Figure:
+    """Plot the ROC curve of a report, with its operating point.
+
+    Args:
+        report: An :class:`~cxr_pneumonia.evaluation.EvaluationReport`.
+        path: Where to save the figure as a PNG; ``None`` saves nothing.
+
+    Returns:
+        The matplotlib ``Figure``.
+
+    Raises:
+        ImportError: If matplotlib is not installed.
+        ValueError: If the report has only one class (no ROC curve exists).
+    """
+    from sklearn.metrics import roc_curve
+
+    _need_both_classes(report, "ROC curve")
+    figure = _new_figure(5.0, 5.0)
+    ax = figure.add_subplot()
+    fpr, tpr, _ = roc_curve(report.labels, report.scores)
+    ax.plot(fpr, tpr, color="C0", lw=2, label=f"ROC (AUC = {_format_auc(report.roc_auc)})")
+    ax.plot([0, 1], [0, 1], color="0.6", ls="--", lw=1, label="chance")
+    ax.plot(
+        1.0 - report.specificity,
+        report.recall,
+        "o",
+        color="C3",
+        label=f"threshold {report.threshold:.3f}",
+    )
+    _unit_square(ax)
+    ax.set_xlabel("False positive rate (1 - specificity)")
+    ax.set_ylabel("True positive rate (sensitivity)")
+    ax.set_title(f"ROC curve (n = {report.n})")
+    ax.legend(loc="lower right")
+    return _finish(figure, path)
+
+
+def plot_precision_recall(report: EvaluationReport, path: PathLike | None = None) -> Figure:
+    """Plot the precision-recall curve of a report, with its operating point.
+
+    The dashed line is the precision of a random classifier (the share of
+    PNEUMONIA examples).
+
+    Args:
+        report: An :class:`~cxr_pneumonia.evaluation.EvaluationReport`.
+        path: Where to save the figure as a PNG; ``None`` saves nothing.
+
+    Returns:
+        The matplotlib ``Figure``.
+
+    Raises:
+        ImportError: If matplotlib is not installed.
+        ValueError: If the report has only one class.
+    """
+    from sklearn.metrics import precision_recall_curve
+
+    _need_both_classes(report, "precision-recall curve")
+    figure = _new_figure(5.0, 5.0)
+    ax = figure.add_subplot()
+    precision, recall, _ = precision_recall_curve(report.labels, report.scores)
+    ax.step(
+        recall,
+        precision,
+        where="post",
+        color="C0",
+        lw=2,
+        label=f"PR (AP = {_format_auc(report.pr_auc)})",
+    )
+    prevalence = report.n_positive / report.n
+    ax.axhline(prevalence, color="0.6", ls="--", lw=1, label=f"chance ({prevalence:.2f})")
+    ax.plot(
+        report.recall,
+        report.precision,
+        "o",
+        color="C3",
+        label=f"threshold {report.threshold:.3f}",
+    )
+    _unit_square(ax)
+    ax.set_xlabel("Recall (sensitivity)")
+    ax.set_ylabel("Precision (PPV)")
+    ax.set_title(f"Precision-recall curve (n = {report.n})")
+    ax.legend(loc="lower left")
+    return _finish(figure, path)
+
+
+def plot_confusion_matrix(
+    report: EvaluationReport,
+    path: PathLike | None = None,
+    *,
+    normalize: bool = False,
+) -> Figure:
+    """Plot the confusion matrix of a report (rows true class, columns predicted).
+
+    Args:
+        report: An :class:`~cxr_pneumonia.evaluation.EvaluationReport`.
+        path: Where to save the figure as a PNG; ``None`` saves nothing.
+        normalize: Color and label each cell by its share of its row (the
+            per-class recall); counts are still shown in brackets.
+
+    Returns:
+        The matplotlib ``Figure``.
+
+    Raises:
+        ImportError: If matplotlib is not installed.
+    """
+    figure = _new_figure(4.8, 4.2)
+    ax = figure.add_subplot()
+    counts = np.asarray(report.confusion_matrix, dtype=np.int64)
+    row_totals = counts.sum(axis=1, keepdims=True)
+    shares = np.divide(
+        counts, row_totals, out=np.zeros(counts.shape, dtype=np.float64), where=row_totals > 0
+    )
+    values = shares if normalize else counts
+    image = ax.imshow(values, cmap="Blues", vmin=0, vmax=1 if normalize else max(1, counts.max()))
+    figure.colorbar(image, ax=ax, shrink=0.8)
+    threshold = (1 if normalize else max(1, counts.max())) / 2
+    for row in range(2):
+        for col in range(2):
+            text = (
+                f"{shares[row, col]:.1%}\n({counts[row, col]})"
+                if normalize
+                else f"{counts[row, col]}\n({shares[row, col]:.1%})"
+            )
+            ax.text(
+                col,
+                row,
+                text,
+                ha="center",
+                va="center",
+                fontsize=12,
+                color="white" if values[row, col] > threshold else "black",
+            )
+    ax.set_xticks([0, 1], labels=list(report.class_names))
+    ax.set_yticks([0, 1], labels=list(report.class_names))
+    ax.set_xlabel("Predicted")
+    ax.set_ylabel("True")
+    ax.set_title(f"Confusion matrix (threshold {report.threshold:.3f})")
+    return _finish(figure, path)
+
+
+def plot_calibration(
+    report: EvaluationReport,
+    path: PathLike | None = None,
+    *,
+    n_bins: int | None = None,
+) -> Figure:
+    """Plot a reliability diagram (calibration curve) and the histogram of scores.
+
+    Uses the same equal-width bins as the report's expected calibration error.
+
+    Args:
+        report: An :class:`~cxr_pneumonia.evaluation.EvaluationReport`.
+        path: Where to save the figure as a PNG; ``None`` saves nothing.
+        n_bins: Number of equal-width bins; ``None`` uses
+            :data:`~cxr_pneumonia.evaluation.ECE_BINS` (15), the bins of
+            ``report.ece``.
+
+    Returns:
+        The matplotlib ``Figure``.
+
+    Raises:
+        ImportError: If matplotlib is not installed.
+        ValueError: If ``n_bins`` is not a positive integer.
+    """
+    from cxr_pneumonia.evaluation import ECE_BINS
+
+    bins = ECE_BINS if n_bins is None else n_bins
+    mean_score, fraction_positive, count = report.calibration_bins(bins)
+    figure = _new_figure(5.0, 6.0)
+    top, bottom = figure.subplots(2, 1, sharex=True, height_ratios=(3, 1))
+    filled = count > 0
+    top.plot([0, 1], [0, 1], color="0.6", ls="--", lw=1, label="perfectly calibrated")
+    top.plot(
+        mean_score[filled],
+        fraction_positive[filled],
+        "o-",
+        color="C0",
+        lw=2,
+        label=f"model (ECE = {report.ece:.3f})" if bins == ECE_BINS else "model",
+    )
+    top.set_xlim(0.0, 1.0)
+    top.set_ylim(-0.02, 1.02)
+    top.set_ylabel(f"Fraction {report.class_names[1]}")
+    top.set_title(f"Calibration (Brier = {report.brier:.3f}, n = {report.n})")
+    top.legend(loc="upper left")
+    top.grid(alpha=0.3)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    bottom.bar(edges[:-1], count, width=1.0 / bins, align="edge", color="C0", alpha=0.6)
+    bottom.set_xlabel(f"Predicted probability of {report.class_names[1]}")
+    bottom.set_ylabel("Count")
+    bottom.grid(alpha=0.3)
+    return _finish(figure, path)
+
+
+def _history_dict(history: Any) -> dict[str, list[float]]:
+    """Accept a dict, a ``TrainingResult`` or a ``keras.callbacks.History``."""
+    raw = history if isinstance(history, Mapping) else getattr(history, "history", None)
+    if not isinstance(raw, Mapping):
+        msg = (
+            "history must be a dict of metric name -> per-epoch values, or an object with "
+            f"a .history dict (TrainingResult, keras History); got {type(history).__name__}"
+        )
+        raise TypeError(msg)
+    return {str(name): [float(v) for v in values] for name, values in raw.items()}
+
+
+_NOT_METRICS = ("learning_rate", "lr")
+
+
+def plot_history(
+    history: Mapping[str, Sequence[float]] | Any,
+    path: PathLike | None = None,
+    *,
+    metrics: Sequence[str] | None = None,
+) -> Figure:
+    """Plot training curves: one panel per metric, training and validation together.
+
+    Args:
+        history: Per-epoch values by metric name, e.g. ``{"loss": [...],
+            "val_loss": [...]}`` (a ``TrainingResult.history``); a
+            ``TrainingResult`` or a Keras ``History`` is accepted too.
+        path: Where to save the figure as a PNG; ``None`` saves nothing.
+        metrics: The metrics to draw, without the ``val_`` prefix (their
+            ``val_`` twins are drawn in the same panel). ``None`` draws every
+            metric in the history except the learning rate.
+
+    Returns:
+        The matplotlib ``Figure``.
+
+    Raises:
+        ImportError: If matplotlib is not installed.
+        TypeError: If ``history`` is not a mapping and has no ``.history`` mapping.
+        ValueError: If the history is empty or a requested metric is absent
+            (the message lists those present).
+    """
+    values = _history_dict(history)
+    available = [n for n in values if not n.startswith("val_") and n not in _NOT_METRICS]
+    available += [
+        n[4:]
+        for n in values
+        if n.startswith("val_") and n[4:] not in values and n[4:] not in _NOT_METRICS
+    ]
+    if metrics is None:
+        chosen = available
+    else:
+        chosen = [metrics] if isinstance(metrics, str) else list(metrics)
+        missing = [name for name in chosen if name not in values and f"val_{name}" not in values]
+        if missing:
+            msg = (
+                f"metric(s) {', '.join(map(repr, missing))} not in the history; "
+                f"it has: {', '.join(available) or 'nothing'}"
+            )
+            raise ValueError(msg)
+    if not chosen:
+        msg = "the history has no metrics to plot"
+        raise ValueError(msg)
+
+    columns = min(len(chosen), 3)
+    rows = math.ceil(len(chosen) / columns)
+    figure = _new_figure(4.2 * columns, 3.4 * rows)
+    from matplotlib.ticker import MaxNLocator
+
+    axes = np.atleast_1d(figure.subplots(rows, columns, squeeze=False)).ravel()
+    for ax, name in zip(axes, chosen, strict=False):
+        for key, label, style in ((name, "train", "-"), (f"val_{name}", "validation", "--")):
+            series = values.get(key)
+            if series:
+                epochs = np.arange(1, len(series) + 1)
+                ax.plot(epochs, series, style, marker="o", ms=3, label=label)
+        ax.set_title(name)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend()
+    for ax in axes[len(chosen) :]:
+        ax.set_visible(False)
+    return _finish(figure, path)
+
+
+def plot_feature_maps(
+    feature_maps: Mapping[str, np.ndarray],
+    path: PathLike | None = None,
+    *,
+    max_channels: int = 16,
+) -> Figure:
+    """Draw convolutional activations as a grid: one row per layer, one cell per channel.
+
+    Args:
+        feature_maps: Activations by layer name, each ``(H, W, C)`` or
+            ``(1, H, W, C)`` (e.g. what ``feature_maps`` of the explain
+            module returns for one image).
+        path: Where to save the figure as a PNG; ``None`` saves nothing.
+        max_channels: Channels drawn per layer (the first ones).
+
+    Returns:
+        The matplotlib ``Figure``.
+
+    Raises:
+        ImportError: If matplotlib is not installed.
+        ValueError: If ``feature_maps`` is empty, ``max_channels < 1`` or an
+            activation does not have an image shape.
+    """
+    if not feature_maps:
+        msg = "feature_maps is empty; pass at least one layer's activations"
+        raise ValueError(msg)
+    if max_channels < 1:
+        msg = f"max_channels must be at least 1; got {max_channels!r}"
+        raise ValueError(msg)
+    layers: list[tuple[str, np.ndarray]] = []
+    for name, activation in feature_maps.items():
+        array = np.asarray(activation, dtype=np.float32)
+        if array.ndim == 4 and array.shape[0] == 1:
+            array = array[0]
+        if array.ndim == 2:
+            array = array[..., None]
+        if array.ndim != 3:
+            msg = f"activations of {name!r} must be (H, W, C) or (1, H, W, C); got {array.shape}"
+            raise ValueError(msg)
+        layers.append((str(name), array))
+    columns = min(max_channels, max(a.shape[-1] for _, a in layers))
+    figure = _new_figure(1.1 * columns + 0.6, 1.3 * len(layers))
+    axes = figure.subplots(len(layers), columns, squeeze=False)
+    for row, (name, array) in enumerate(layers):
+        for col in range(columns):
+            ax = axes[row, col]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if col >= array.shape[-1]:
+                ax.set_visible(False)
+                continue
+            ax.imshow(array[..., col], cmap="viridis")
+            if col == 0:
+                ax.set_ylabel(name, fontsize=8)
+    return _finish(figure, path)
+
+
+def _unit_square(ax: Axes) -> None:
+    ax.set_xlim(-0.01, 1.01)
+    ax.set_ylim(-0.01, 1.01)
+    ax.set_aspect("equal")
+    ax.grid(alpha=0.3)

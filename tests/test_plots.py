@@ -1,0 +1,154 @@
+"""Tests of cxr_pneumonia.plots: figures are built and saved as valid PNGs; errors are clear."""
+
+from __future__ import annotations
+
+import struct
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from cxr_pneumonia.evaluation import EvaluationReport
+
+pytest.importorskip("matplotlib")
+
+from matplotlib.figure import Figure
+
+from cxr_pneumonia import plots
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    """(width, height) of a PNG, after checking its signature and IHDR chunk."""
+    data = path.read_bytes()
+    assert data[:8] == PNG_SIGNATURE, f"{path} is not a PNG"
+    assert data[12:16] == b"IHDR"
+    width, height = struct.unpack(">II", data[16:24])
+    return width, height
+
+
+@pytest.fixture(scope="module")
+def report() -> EvaluationReport:
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, size=300)
+    scores = np.clip(rng.normal(0.3 + 0.4 * labels, 0.2), 0, 1)
+    return EvaluationReport.from_scores(labels, scores, threshold=0.45)
+
+
+HISTORY = {
+    "loss": [0.9, 0.6, 0.45, 0.4],
+    "val_loss": [0.95, 0.7, 0.6, 0.62],
+    "accuracy": [0.6, 0.75, 0.82, 0.85],
+    "val_accuracy": [0.55, 0.7, 0.78, 0.77],
+    "learning_rate": [1e-3, 1e-3, 5e-4, 5e-4],
+}
+
+
+@pytest.mark.parametrize(
+    "draw",
+    [
+        plots.plot_roc,
+        plots.plot_precision_recall,
+        plots.plot_confusion_matrix,
+        lambda r, p: plots.plot_confusion_matrix(r, p, normalize=True),
+        plots.plot_calibration,
+        lambda r, p: plots.plot_calibration(r, p, n_bins=5),
+    ],
+    ids=["roc", "pr", "confusion", "confusion-normalized", "calibration", "calibration-5"],
+)
+def test_report_figures_are_saved_as_png(
+    draw: Callable[[EvaluationReport, Path], Figure], report: EvaluationReport, tmp_path: Path
+) -> None:
+    path = tmp_path / "figure.png"
+    figure = draw(report, path)
+    assert isinstance(figure, Figure)
+    width, height = png_size(path)
+    assert 300 <= width <= 2000
+    assert 300 <= height <= 2000
+    assert path.stat().st_size > 5_000  # something was drawn
+
+
+def test_without_path_nothing_is_saved(
+    report: EvaluationReport, tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    figure = plots.plot_roc(report)
+    assert isinstance(figure, Figure)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_plotting_leaves_pyplot_alone(report: EvaluationReport) -> None:
+    plots.plot_roc(report)
+    assert (
+        "matplotlib.pyplot" not in sys.modules or not sys.modules["matplotlib.pyplot"].get_fignums()
+    )
+
+
+@pytest.mark.parametrize(
+    "history",
+    [HISTORY, SimpleNamespace(history=HISTORY)],  # a dict, or a TrainingResult-like object
+    ids=["dict", "result"],
+)
+def test_plot_history(history: object, tmp_path: Path) -> None:
+    path = tmp_path / "history.png"
+    figure = plots.plot_history(history, path)
+    titles = [ax.get_title() for ax in figure.axes if ax.get_visible()]
+    assert titles == ["loss", "accuracy"]  # learning rate skipped by default
+    assert [line.get_label() for line in figure.axes[0].lines] == ["train", "validation"]
+    width, height = png_size(path)
+    assert width > height > 200
+
+
+def test_plot_history_selected_metrics(tmp_path: Path) -> None:
+    figure = plots.plot_history(HISTORY, tmp_path / "h.png", metrics=["accuracy"])
+    assert [ax.get_title() for ax in figure.axes] == ["accuracy"]
+    figure = plots.plot_history({"val_auc": [0.7, 0.8]}, metrics=("auc",))
+    assert [line.get_label() for line in figure.axes[0].lines] == ["validation"]
+
+
+def test_plot_history_errors() -> None:
+    with pytest.raises(ValueError, match="'recall' not in the history; it has: loss, accuracy"):
+        plots.plot_history(HISTORY, metrics=["recall"])
+    with pytest.raises(ValueError, match="no metrics"):
+        plots.plot_history({})
+    with pytest.raises(TypeError, match="history must be a dict"):
+        plots.plot_history([0.1, 0.2])
+
+
+def test_plot_feature_maps(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    maps = {
+        "conv1": rng.random((1, 16, 16, 8), dtype=np.float32),
+        "conv2": rng.random((8, 8, 20), dtype=np.float32),
+    }
+    path = tmp_path / "maps.png"
+    figure = plots.plot_feature_maps(maps, path, max_channels=10)
+    assert len([ax for ax in figure.axes if ax.get_visible()]) == 8 + 10
+    png_size(path)
+    with pytest.raises(ValueError, match="empty"):
+        plots.plot_feature_maps({})
+    with pytest.raises(ValueError, match=r"\(H, W, C\)"):
+        plots.plot_feature_maps({"dense": np.zeros((2, 3, 4, 5))})
+
+
+def test_curves_need_both_classes() -> None:
+    with pytest.warns(UserWarning, match="only one class"):
+        single = EvaluationReport.from_scores([1, 1, 1], [0.2, 0.5, 0.9])
+    with pytest.raises(ValueError, match="ROC curve needs both classes"):
+        plots.plot_roc(single)
+    with pytest.raises(ValueError, match="precision-recall curve needs both classes"):
+        plots.plot_precision_recall(single)
+    plots.plot_confusion_matrix(single)  # these work with one class
+    plots.plot_calibration(single)
+
+
+def test_missing_matplotlib_says_how_to_install(report: EvaluationReport, monkeypatch) -> None:
+    for name in list(sys.modules):
+        if name == "matplotlib" or name.startswith("matplotlib."):
+            monkeypatch.setitem(sys.modules, name, None)
+    with pytest.raises(ImportError, match=r"pip install 'cxr-pneumonia\[plot\]'"):
+        plots.plot_confusion_matrix(report)
