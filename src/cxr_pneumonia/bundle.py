@@ -1,0 +1,568 @@
+"""Model bundles: one self-describing folder per trained model.
+
+A bundle is a directory holding two files::
+
+    my-model/
+      model.keras      the Keras model (architecture + weights, Keras 3 format)
+      metadata.json    what the model means: input spec, class names in output
+                       order, decision threshold, validation metrics, training
+                       provenance, the SHA-256 of model.keras, versions
+
+:func:`save_model` writes it atomically (a temporary folder beside the target is
+filled, flushed to disk, then renamed), so a crash never leaves a half-written
+bundle that loads. :func:`load_bundle` checks that both files are there, that the
+metadata parses and follows the schema, that the format is not newer than this
+library reads, and that ``model.keras`` has the recorded hash, then loads the
+model with Keras *safe mode* (no arbitrary code from a file). Any problem raises
+:class:`~cxr_pneumonia.exceptions.BundleError` with a message that says what is
+wrong and what to do.
+
+This module never imports ``training`` or the data pipeline: a service that only
+predicts pays only for inference.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import importlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cxr_pneumonia._version import __version__
+from cxr_pneumonia.exceptions import BundleError
+from cxr_pneumonia.images import channels_for, check_color_mode, check_image_size
+
+if TYPE_CHECKING:
+    import keras
+
+__all__ = [
+    "BUNDLE_FORMAT_VERSION",
+    "DEFAULT_CLASS_NAMES",
+    "METADATA_FILE",
+    "MODEL_FILE",
+    "BundleMetadata",
+    "load_bundle",
+    "metadata_for_model",
+    "read_metadata",
+    "save_model",
+]
+
+BUNDLE_FORMAT_VERSION = 1
+"""The bundle format this version writes; it reads this one and older ones."""
+
+MODEL_FILE = "model.keras"
+"""Name of the Keras model file inside a bundle."""
+
+METADATA_FILE = "metadata.json"
+"""Name of the metadata file inside a bundle."""
+
+DEFAULT_CLASS_NAMES: tuple[str, str] = ("NORMAL", "PNEUMONIA")
+"""Class names in output order: 0 = NORMAL, 1 = PNEUMONIA."""
+
+_CUSTOM_LAYERS_MODULE = "cxr_pneumonia.models.layers"
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class BundleMetadata:
+    """What a saved model means, stored as ``metadata.json`` beside it.
+
+    Attributes:
+        image_size: Input ``(height, width)`` the model expects.
+        color_mode: ``"grayscale"`` or ``"rgb"``.
+        class_names: Class names in output order (index 1 is the positive class
+            whose probability a sigmoid output gives).
+        threshold: Decision threshold on the positive class probability.
+        model_name: Registry name or the Keras model's name.
+        metrics: Validation metrics (name -> number).
+        training: Training provenance: data source, seed, command, etc.
+        sha256: Hex SHA-256 of ``model.keras``.
+        created: ISO 8601 UTC time the bundle was written.
+        library_version: ``cxr_pneumonia.__version__`` that wrote the bundle.
+        format_version: Bundle format version.
+        dtype: Pixel dtype the input expects (always ``"uint8"``).
+    """
+
+    image_size: tuple[int, int]
+    color_mode: str
+    class_names: tuple[str, ...] = DEFAULT_CLASS_NAMES
+    threshold: float = 0.5
+    model_name: str | None = None
+    metrics: dict[str, Any] = field(default_factory=dict, hash=False)
+    training: dict[str, Any] = field(default_factory=dict, hash=False)
+    sha256: str = ""
+    created: str = ""
+    library_version: str = __version__
+    format_version: int = BUNDLE_FORMAT_VERSION
+    dtype: str = "uint8"
+
+    @property
+    def channels(self) -> int:
+        """Number of input channels (1 for grayscale, 3 for rgb)."""
+        return channels_for(self.color_mode)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """``(height, width, channels)`` of one input image."""
+        return (*self.image_size, self.channels)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the JSON-ready form written to ``metadata.json``.
+
+        Returns:
+            A dict of plain JSON types.
+        """
+        return {
+            "format_version": self.format_version,
+            "library_version": self.library_version,
+            "model_name": self.model_name,
+            "input": {
+                "image_size": list(self.image_size),
+                "color_mode": self.color_mode,
+                "channels": self.channels,
+                "dtype": self.dtype,
+            },
+            "class_names": list(self.class_names),
+            "threshold": self.threshold,
+            "metrics": dict(self.metrics),
+            "training": dict(self.training),
+            "sha256": self.sha256,
+            "created": self.created,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> BundleMetadata:
+        """Build and validate metadata from its :meth:`to_dict` form.
+
+        Args:
+            data: The parsed ``metadata.json``.
+
+        Returns:
+            The metadata.
+
+        Raises:
+            BundleError: If a field is missing or has the wrong type or value,
+                or the format is newer than this library reads.
+        """
+        if not isinstance(data, Mapping):
+            msg = f"metadata must be a JSON object, got {type(data).__name__}"
+            raise BundleError(msg)
+        version = data.get("format_version")
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            msg = f"metadata 'format_version' must be a positive integer, got {version!r}"
+            raise BundleError(msg)
+        if version > BUNDLE_FORMAT_VERSION:
+            msg = (
+                f"bundle format {version} was made by a newer cxr-pneumonia "
+                f"({data.get('library_version', 'unknown version')}); this version "
+                f"({__version__}) reads formats up to {BUNDLE_FORMAT_VERSION}; upgrade: "
+                "pip install -U cxr-pneumonia"
+            )
+            raise BundleError(msg)
+        spec = _field(data, "input", Mapping)
+        try:
+            image_size = check_image_size(_field(spec, "image_size", list))
+            color_mode = check_color_mode(_field(spec, "color_mode", str))
+        except ValueError as exc:
+            msg = f"metadata 'input' is invalid: {exc}"
+            raise BundleError(msg) from None
+        dtype = spec.get("dtype", "uint8")
+        if dtype != "uint8":
+            msg = f"metadata input dtype {dtype!r} is not supported; only 'uint8' is"
+            raise BundleError(msg)
+        channels = spec.get("channels", channels_for(color_mode))
+        if channels != channels_for(color_mode):
+            msg = f"metadata input channels={channels!r} contradicts color_mode={color_mode!r}"
+            raise BundleError(msg)
+        class_names = _field(data, "class_names", list)
+        if len(class_names) < 2 or not all(isinstance(n, str) and n for n in class_names):
+            msg = f"metadata 'class_names' must list at least two names, got {class_names!r}"
+            raise BundleError(msg)
+        threshold = _field(data, "threshold", (int, float))
+        if isinstance(threshold, bool) or not 0.0 <= float(threshold) <= 1.0:
+            msg = f"metadata 'threshold' must be a number in [0, 1], got {threshold!r}"
+            raise BundleError(msg)
+        model_name = data.get("model_name")
+        if model_name is not None and not isinstance(model_name, str):
+            msg = f"metadata 'model_name' must be a string or null, got {model_name!r}"
+            raise BundleError(msg)
+        return cls(
+            image_size=image_size,
+            color_mode=color_mode,
+            class_names=tuple(class_names),
+            threshold=float(threshold),
+            model_name=model_name,
+            metrics=dict(_field(data, "metrics", Mapping, default={})),
+            training=dict(_field(data, "training", Mapping, default={})),
+            sha256=_field(data, "sha256", str),
+            created=_field(data, "created", str, default=""),
+            library_version=_field(data, "library_version", str, default="unknown"),
+            format_version=version,
+            dtype=dtype,
+        )
+
+
+def metadata_for_model(
+    model: keras.Model,
+    *,
+    threshold: float = 0.5,
+    class_names: Sequence[str] = DEFAULT_CLASS_NAMES,
+    image_size: Sequence[int] | None = None,
+    color_mode: str | None = None,
+    model_name: str | None = None,
+) -> BundleMetadata:
+    """Describe an in-memory model, taking what isn't given from its input shape.
+
+    Args:
+        model: A Keras model taking ``(N, H, W, C)`` images.
+        threshold: Decision threshold in ``[0, 1]``.
+        class_names: Class names in output order.
+        image_size: ``(height, width)``; default: the model's input shape.
+        color_mode: ``"grayscale"`` or ``"rgb"``; default: from the model's
+            channels (1 -> grayscale, 3 -> rgb).
+        model_name: Default: the Keras model's ``name``.
+
+    Returns:
+        Metadata without hash or creation time (those are set by
+        :func:`save_model`).
+
+    Raises:
+        ValueError: If the model's input is not an image batch, or an argument
+            is invalid or contradicts the model's input shape.
+    """
+    shape = _model_input_shape(model)
+    height, width, channels = shape
+    if image_size is None:
+        if height is None or width is None:
+            msg = f"the model's input shape {shape} has no fixed size; pass image_size=(h, w)"
+            raise ValueError(msg)
+        image_size = (height, width)
+    size = check_image_size(image_size)
+    if (height is not None and height != size[0]) or (width is not None and width != size[1]):
+        msg = f"image_size={size} contradicts the model's input shape {shape}"
+        raise ValueError(msg)
+    if color_mode is None:
+        if channels not in (1, 3):
+            msg = f"the model's input has {channels} channels; pass color_mode explicitly"
+            raise ValueError(msg)
+        color_mode = "grayscale" if channels == 1 else "rgb"
+    mode = check_color_mode(color_mode)
+    if channels is not None and channels != channels_for(mode):
+        msg = f"color_mode={mode!r} contradicts the model's {channels} input channels"
+        raise ValueError(msg)
+    names = tuple(class_names)
+    if len(names) < 2 or not all(isinstance(n, str) and n for n in names):
+        msg = f"class_names must list at least two non-empty names, got {class_names!r}"
+        raise ValueError(msg)
+    if isinstance(threshold, bool) or not 0.0 <= float(threshold) <= 1.0:
+        msg = f"threshold must be a number in [0, 1], got {threshold!r}"
+        raise ValueError(msg)
+    return BundleMetadata(
+        image_size=size,
+        color_mode=mode,
+        class_names=names,
+        threshold=float(threshold),
+        model_name=model_name if model_name is not None else str(model.name),
+    )
+
+
+def save_model(
+    model: keras.Model,
+    path: str | os.PathLike[str],
+    *,
+    threshold: float = 0.5,
+    class_names: Sequence[str] = DEFAULT_CLASS_NAMES,
+    image_size: Sequence[int] | None = None,
+    color_mode: str | None = None,
+    metrics: Mapping[str, Any] | None = None,
+    training: Mapping[str, Any] | None = None,
+    model_name: str | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write ``model`` and its metadata as a bundle directory, atomically.
+
+    Args:
+        model: The trained Keras model (inputs ``uint8`` images, scaling inside).
+        path: The bundle directory to create.
+        threshold: Decision threshold on the PNEUMONIA probability.
+        class_names: Class names in output order.
+        image_size: Input ``(height, width)``; default: the model's input shape.
+        color_mode: ``"grayscale"`` or ``"rgb"``; default: from the model's
+            input channels.
+        metrics: Validation metrics to record (JSON-serialisable values).
+        training: Training provenance (data source, seed, command, ...).
+        model_name: Registry name; default: the Keras model's name.
+        overwrite: Replace an existing bundle at ``path``.
+
+    Returns:
+        The bundle directory.
+
+    Raises:
+        BundleError: If ``path`` exists and ``overwrite`` is false, if
+            ``metrics``/``training`` are not JSON-serialisable, or writing fails.
+        ValueError: If an argument is invalid or contradicts the model.
+
+    Example:
+        >>> save_model(model, "bundles/cnn-v1", threshold=0.42,
+        ...            metrics={"val_auc": 0.97}, training={"seed": 0})
+    """
+    target = Path(path)
+    metadata = metadata_for_model(
+        model,
+        threshold=threshold,
+        class_names=class_names,
+        image_size=image_size,
+        color_mode=color_mode,
+        model_name=model_name,
+    )
+    extras = {"metrics": dict(metrics or {}), "training": dict(training or {})}
+    for key, value in extras.items():
+        try:
+            json.dumps(value, allow_nan=True, default=_no_default)
+        except (TypeError, ValueError) as exc:
+            msg = f"{key} must be JSON-serialisable (str, numbers, lists, dicts): {exc}"
+            raise BundleError(msg) from None
+    if target.exists() and not overwrite:
+        msg = f"{target} already exists; pass overwrite=True to replace it, or choose another path"
+        raise BundleError(msg)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        model_file = tmp / MODEL_FILE
+        model.save(model_file)
+        metadata = dataclasses.replace(
+            metadata,
+            metrics=_plain_json(extras["metrics"]),
+            training=_plain_json(extras["training"]),
+            sha256=_sha256(model_file),
+            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        )
+        meta_file = tmp / METADATA_FILE
+        meta_file.write_text(json.dumps(metadata.to_dict(), indent=2) + "\n", encoding="utf-8")
+        for file in (model_file, meta_file):
+            _fsync_file(file)
+        _fsync_dir(tmp)
+        _replace_dir(tmp, target, overwrite=overwrite)
+        _fsync_dir(target.parent)
+    except BaseException as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, (BundleError, KeyboardInterrupt, SystemExit)):
+            raise
+        if isinstance(exc, OSError):
+            msg = f"could not write the bundle {target}: {exc}"
+            raise BundleError(msg) from exc
+        raise
+    return target
+
+
+def load_bundle(path: str | os.PathLike[str]) -> tuple[keras.Model, BundleMetadata]:
+    """Load and verify a bundle written by :func:`save_model`.
+
+    Args:
+        path: The bundle directory.
+
+    Returns:
+        ``(model, metadata)``; the model is not compiled (inference only).
+
+    Raises:
+        BundleError: If the folder or a file is missing, the metadata is not
+            valid, the format is newer than this library reads, ``model.keras``
+            does not have the recorded SHA-256, or Keras can't load it (safe
+            mode refuses models that would run code from the file).
+    """
+    folder = Path(path)
+    if not folder.exists():
+        msg = f"no model bundle at {folder} (no such folder)"
+        raise BundleError(msg)
+    if not folder.is_dir():
+        msg = (
+            f"{folder} is a file; a model bundle is a folder holding {MODEL_FILE} and "
+            f"{METADATA_FILE} (written by save_model)"
+        )
+        raise BundleError(msg)
+    missing = [name for name in (MODEL_FILE, METADATA_FILE) if not (folder / name).is_file()]
+    if missing:
+        msg = (
+            f"{folder} is not a complete model bundle: missing {', '.join(missing)} "
+            "(write bundles with cxr_pneumonia.save_model)"
+        )
+        raise BundleError(msg)
+    metadata = read_metadata(folder)
+    digest = _sha256(folder / MODEL_FILE)
+    if digest != metadata.sha256:
+        msg = (
+            f"{folder / MODEL_FILE} does not match the SHA-256 recorded in {METADATA_FILE} "
+            f"(expected {metadata.sha256 or 'none'}, got {digest}): the file is corrupt or was "
+            "modified; restore the bundle from its source"
+        )
+        raise BundleError(msg)
+    model = _load_keras(folder / MODEL_FILE)
+    try:
+        shape = _model_input_shape(model)
+    except ValueError as exc:
+        msg = f"{folder}: {exc}"
+        raise BundleError(msg) from None
+    expected = metadata.input_shape
+    if any(got is not None and got != want for got, want in zip(shape, expected, strict=True)):
+        msg = f"{folder}: the model's input shape {shape} contradicts the metadata {expected}"
+        raise BundleError(msg)
+    return model, metadata
+
+
+def read_metadata(path: str | os.PathLike[str]) -> BundleMetadata:
+    """Read and validate a bundle's ``metadata.json`` without loading the model.
+
+    Args:
+        path: The bundle directory.
+
+    Returns:
+        The metadata.
+
+    Raises:
+        BundleError: If the file is missing, not JSON, or not valid metadata.
+    """
+    file = Path(path) / METADATA_FILE
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        msg = f"{file} is missing; is {path} a model bundle?"
+        raise BundleError(msg) from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        msg = f"{file} can't be read as JSON ({exc}); the bundle is corrupt"
+        raise BundleError(msg) from None
+    try:
+        return BundleMetadata.from_dict(data)
+    except BundleError as exc:
+        msg = f"{file}: {exc}"
+        raise BundleError(msg) from None
+
+
+# --- helpers ---------------------------------------------------------------------------
+
+
+def _field(data: Mapping[str, Any], key: str, kind: Any, *, default: Any = ...) -> Any:
+    if key not in data:
+        if default is not ...:
+            return default
+        msg = f"metadata has no {key!r} field"
+        raise BundleError(msg)
+    value = data[key]
+    if not isinstance(value, kind):
+        msg = f"metadata {key!r} has the wrong type ({type(value).__name__}): {value!r}"
+        raise BundleError(msg)
+    return value
+
+
+def _no_default(value: object) -> Any:
+    # numpy scalars and arrays are welcome in metrics; anything else is an error.
+    tolist = getattr(value, "tolist", None)
+    if callable(tolist):
+        return tolist()
+    msg = f"{type(value).__name__} is not JSON-serialisable"
+    raise TypeError(msg)
+
+
+def _plain_json(value: dict[str, Any]) -> dict[str, Any]:
+    text = json.dumps(value, default=_no_default, allow_nan=True)
+    result: dict[str, Any] = json.loads(text)
+    return result
+
+
+def _model_input_shape(model: keras.Model) -> tuple[int | None, int | None, int | None]:
+    inputs = getattr(model, "inputs", None)
+    if not inputs or len(inputs) != 1:
+        msg = "the model must be built and take one input (a batch of images)"
+        raise ValueError(msg)
+    shape = tuple(inputs[0].shape)
+    if len(shape) != 4:
+        msg = f"the model's input shape {shape} is not an image batch (N, H, W, C)"
+        raise ValueError(msg)
+    height, width, channels = shape[1:]
+    return height, width, channels
+
+
+def _sha256(file: Path) -> str:
+    digest = hashlib.sha256()
+    with file.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _fsync_file(file: Path) -> None:
+    with file.open("rb") as handle:
+        os.fsync(handle.fileno())
+
+
+def _fsync_dir(folder: Path) -> None:
+    # Directories can't be opened for fsync on Windows; the rename is still atomic.
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _replace_dir(tmp: Path, target: Path, *, overwrite: bool) -> None:
+    if not target.exists():
+        try:
+            os.rename(tmp, target)
+        except OSError as exc:
+            if target.exists():
+                msg = f"{target} appeared while the bundle was written; pass overwrite=True"
+                raise BundleError(msg) from exc
+            raise
+        return
+    if not overwrite:
+        msg = f"{target} already exists; pass overwrite=True to replace it"
+        raise BundleError(msg)
+    # Move the old bundle aside, move the new one in, then delete the old one:
+    # at every moment `target` is either the complete old or the complete new bundle
+    # (or, for an instant between the two renames, absent; never half-written).
+    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+    old.rmdir()
+    os.rename(target, old)
+    try:
+        os.rename(tmp, target)
+    except BaseException:
+        os.rename(old, target)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _import_custom_layers() -> None:
+    """Register the package's serialisable layers so safe mode can rebuild them."""
+    try:
+        importlib.import_module(_CUSTOM_LAYERS_MODULE)
+    except ModuleNotFoundError as exc:
+        if exc.name not in (_CUSTOM_LAYERS_MODULE, "cxr_pneumonia.models"):
+            raise
+
+
+def _load_keras(file: Path) -> keras.Model:
+    _import_custom_layers()
+    import keras
+
+    try:
+        model = keras.saving.load_model(file, compile=False, safe_mode=True)
+    except Exception as exc:
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        hint = ""
+        if "safe_mode" in str(exc) or "unsafe" in str(exc).lower():
+            hint = " (the model runs code from the file, e.g. a Lambda layer; refused in safe mode)"
+        msg = f"Keras can't load {file}{hint}: {type(exc).__name__}: {text}"
+        raise BundleError(msg) from exc
+    if not isinstance(model, keras.Model):
+        msg = f"{file} holds a {type(model).__name__}, not a Keras model"
+        raise BundleError(msg)
+    return model

@@ -1,0 +1,525 @@
+"""Predict NORMAL / PNEUMONIA for images of any kind with a saved model.
+
+::
+
+    from cxr_pneumonia import Predictor
+
+    predictor = Predictor.load("bundles/cnn-v1")
+    predictor.predict("xray.jpeg")                    # -> Prediction
+    predictor.predict(["a.png", b"...", pil_image])   # -> list[Prediction]
+    predictor.predict(paths, errors="skip")           # bad items get .error
+
+How inputs are read:
+
+* **One input** -- a path (``str`` or ``os.PathLike``), ``bytes``, a binary
+  file object, a ``PIL.Image.Image``, or a 2-D or 3-D numpy array (one image,
+  ``H x W`` or ``H x W x 1/3/4``) -- gives one :class:`Prediction`.
+* **A batch** -- a list, tuple or any other iterable of such inputs, or a 4-D
+  numpy array ``(N, H, W, C)`` (N images) -- gives a list of predictions in
+  the same order. A *list* of arrays is a batch; an array is never split
+  along its first axis unless it is 4-D.
+
+Every image goes through :func:`cxr_pneumonia.images.prepare_image` at the
+bundle's size and color mode: the very function the training pipeline uses, so
+an image gets the same pixels, and the same score, in both. Decoding runs in a
+thread pool (Pillow releases the GIL), the decoded images are batched, and each
+batch goes through one compiled TensorFlow function with a fixed input signature
+``(None, H, W, C) uint8``, traced once per :class:`Predictor`. A Predictor can be
+shared by many threads.
+"""
+
+from __future__ import annotations
+
+import collections
+import importlib.resources
+import math
+import os
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, overload
+
+import numpy as np
+from PIL import Image
+
+from cxr_pneumonia.bundle import BundleMetadata, load_bundle, metadata_for_model
+from cxr_pneumonia.exceptions import BundleError, InvalidImageError
+from cxr_pneumonia.images import DEFAULT_MAX_PIXELS, ImageInput, prepare_image
+
+if TYPE_CHECKING:
+    import keras
+
+    from cxr_pneumonia.explain import Explanation
+
+__all__ = ["Prediction", "Predictor", "PredictorInput"]
+
+Errors = Literal["raise", "skip"]
+
+PredictorInput = ImageInput | Iterable[ImageInput]
+"""One image input, or an iterable (or 4-D array) of them."""
+
+_SINGLE_TYPES = (str, os.PathLike, bytes, bytearray, memoryview, Image.Image)
+_POSITIVE_CLASS = "PNEUMONIA"
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The model's answer for one input.
+
+    Attributes:
+        label: The predicted class name (``"NORMAL"`` or ``"PNEUMONIA"``), or
+            ``None`` when the input could not be read (see ``error``).
+        probability: Probability of PNEUMONIA in ``[0, 1]``, or ``None`` when
+            the input could not be read.
+        threshold: Decision threshold used: PNEUMONIA when
+            ``probability >= threshold``.
+        source: The input's path (``str``) when it was given as a path,
+            otherwise its index in the batch (``0`` for a single input).
+        error: ``None``, or why the input was skipped (``errors="skip"``).
+    """
+
+    label: str | None
+    probability: float | None
+    threshold: float
+    source: str | int
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Whether the input was predicted (``error`` is ``None``)."""
+        return self.error is None
+
+
+class Predictor:
+    """A loaded model ready to predict on images of any kind.
+
+    Create it with :meth:`load` from a bundle folder, :meth:`default` for the
+    shipped model, or directly from a Keras model (and, ideally, the metadata
+    saved with it).
+
+    Args:
+        model: A Keras model taking ``uint8`` images ``(N, H, W, C)`` and
+            returning a sigmoid ``(N, 1)`` or softmax ``(N, 2)`` output.
+        metadata: What the model means (input size, color mode, class names,
+            threshold). Default: taken from the model's input shape, with
+            threshold 0.5 and classes ``("NORMAL", "PNEUMONIA")``.
+        batch_size: Images per inference batch.
+        max_pixels: Refuse inputs with more pixels than this before decoding
+            them (decompression bombs); ``None`` disables the check.
+        num_workers: Decoding threads; default ``min(4, os.cpu_count())``.
+
+    Attributes:
+        model: The Keras model.
+        metadata: The bundle metadata.
+        threshold: Default decision threshold.
+        image_size: ``(height, width)`` the model takes.
+        color_mode: ``"grayscale"`` or ``"rgb"``.
+        class_names: Class names in output order.
+
+    Raises:
+        ValueError: If the model's input or output does not fit a binary image
+            classifier, or an option is invalid.
+    """
+
+    def __init__(
+        self,
+        model: keras.Model,
+        metadata: BundleMetadata | None = None,
+        *,
+        batch_size: int = 32,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
+        num_workers: int | None = None,
+    ) -> None:
+        import tensorflow as tf
+
+        if metadata is None:
+            metadata = metadata_for_model(model)
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            msg = f"batch_size must be a positive integer, got {batch_size!r}"
+            raise ValueError(msg)
+        if max_pixels is not None and (not isinstance(max_pixels, int) or max_pixels < 1):
+            msg = f"max_pixels must be a positive integer or None, got {max_pixels!r}"
+            raise ValueError(msg)
+        if num_workers is None:
+            num_workers = min(4, os.cpu_count() or 1)
+        if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 1:
+            msg = f"num_workers must be a positive integer or None, got {num_workers!r}"
+            raise ValueError(msg)
+        self.model = model
+        self.metadata = metadata
+        self.threshold: float = metadata.threshold
+        self.image_size: tuple[int, int] = metadata.image_size
+        self.color_mode: str = metadata.color_mode
+        self.class_names: tuple[str, ...] = metadata.class_names
+        self.batch_size = batch_size
+        self.max_pixels = max_pixels
+        self.num_workers = num_workers
+        self._positive, self._negative = _class_indices(self.class_names)
+        self._outputs = _output_width(model)
+        self._executor: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+        self._explainers: dict[Any, Any] = {}
+
+        input_dtype = str(getattr(model.inputs[0], "dtype", "float32") or "float32")
+        spec = tf.TensorSpec([None, *metadata.input_shape], tf.uint8, name="images")
+
+        @tf.function(input_signature=[spec], autograph=False)
+        def infer(images: tf.Tensor) -> tf.Tensor:
+            inputs = images if input_dtype == "uint8" else tf.cast(images, input_dtype)
+            outputs = model(inputs, training=False)
+            return tf.cast(tf.reshape(outputs, [tf.shape(images)[0], -1]), tf.float32)
+
+        self._infer = infer
+        # Trace now, once: later calls of any batch size reuse this graph.
+        self._infer.get_concrete_function()
+
+    # --- construction ---------------------------------------------------------------
+
+    @classmethod
+    def load(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        batch_size: int = 32,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
+        num_workers: int | None = None,
+    ) -> Predictor:
+        """Load a bundle written by :func:`~cxr_pneumonia.save_model`.
+
+        Args:
+            path: The bundle folder.
+            batch_size: Images per inference batch.
+            max_pixels: Pixel limit checked before decoding (``None``: none).
+            num_workers: Decoding threads; default ``min(4, os.cpu_count())``.
+
+        Returns:
+            A ready Predictor.
+
+        Raises:
+            BundleError: If the bundle is missing, corrupt, or too new.
+        """
+        model, metadata = load_bundle(path)
+        return cls(
+            model, metadata, batch_size=batch_size, max_pixels=max_pixels, num_workers=num_workers
+        )
+
+    @classmethod
+    def default(
+        cls,
+        *,
+        batch_size: int = 32,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
+        num_workers: int | None = None,
+    ) -> Predictor:
+        """Load the model shipped with the package (``assets/default_model``).
+
+        Args:
+            batch_size: Images per inference batch.
+            max_pixels: Pixel limit checked before decoding (``None``: none).
+            num_workers: Decoding threads; default ``min(4, os.cpu_count())``.
+
+        Returns:
+            A ready Predictor.
+
+        Raises:
+            BundleError: If this installation ships no default model, or it is
+                corrupt.
+        """
+        resource = importlib.resources.files("cxr_pneumonia") / "assets" / "default_model"
+        if not resource.is_dir():
+            msg = (
+                "this installation of cxr-pneumonia ships no default model "
+                "(cxr_pneumonia/assets/default_model is absent); load a bundle you trained "
+                "with Predictor.load(path), or install a release that includes the default model"
+            )
+            raise BundleError(msg)
+        with importlib.resources.as_file(resource) as folder:
+            return cls.load(
+                folder, batch_size=batch_size, max_pixels=max_pixels, num_workers=num_workers
+            )
+
+    # --- prediction -----------------------------------------------------------------
+
+    @overload
+    def predict(  # type: ignore[overload-overlap]
+        self, x: ImageInput, *, errors: Errors = ..., threshold: float | None = ...
+    ) -> Prediction: ...
+
+    @overload
+    def predict(
+        self,
+        x: Iterable[ImageInput],
+        *,
+        errors: Errors = ...,
+        threshold: float | None = ...,
+    ) -> list[Prediction]: ...
+
+    def predict(
+        self,
+        x: PredictorInput,
+        *,
+        errors: Errors = "raise",
+        threshold: float | None = None,
+    ) -> Prediction | list[Prediction]:
+        """Predict one image or a batch of images.
+
+        Args:
+            x: One input (path, bytes, binary file object, PIL image, 2-D/3-D
+                array, DICOM file) or a batch (list, tuple, any iterable of
+                inputs, or a 4-D array ``(N, H, W, C)``); see the module docs.
+            errors: ``"raise"`` to raise on the first unreadable input;
+                ``"skip"`` to return a :class:`Prediction` with ``error`` set
+                (and ``label``/``probability`` ``None``) for it and predict the
+                others.
+            threshold: Decision threshold for this call; default: the bundle's.
+
+        Returns:
+            A :class:`Prediction` for one input, a list of them for a batch.
+
+        Raises:
+            InvalidImageError: With ``errors="raise"``, for an input that is
+                empty, truncated, not an image, unsupported, or larger than
+                ``max_pixels``; the message names the input (path or index).
+            ValueError: If ``errors`` or ``threshold`` is invalid.
+        """
+        if errors not in ("raise", "skip"):
+            msg = f"errors={errors!r} is not supported; choose 'raise' or 'skip'"
+            raise ValueError(msg)
+        cut = self.threshold if threshold is None else _check_threshold(threshold)
+        single, items = _as_items(x)
+        results: list[Prediction] = []
+        for sources, decoded in self._decoded_batches(items, single=single):
+            good = [i for i, d in enumerate(decoded) if isinstance(d, np.ndarray)]
+            arrays = [d for d in decoded if isinstance(d, np.ndarray)]
+            probs: Sequence[float] = list(self._probabilities(np.stack(arrays))) if arrays else []
+            by_index = dict(zip(good, probs, strict=True))
+            for i, (source, item) in enumerate(zip(sources, decoded, strict=True)):
+                if isinstance(item, InvalidImageError):
+                    if errors == "raise":
+                        raise item
+                    results.append(Prediction(None, None, cut, source, str(item)))
+                else:
+                    results.append(self._prediction(float(by_index[i]), cut, source))
+        return results[0] if single else results
+
+    def predict_arrays(self, images: np.ndarray) -> np.ndarray:
+        """Probabilities of PNEUMONIA for already prepared pixels.
+
+        Args:
+            images: ``uint8`` array ``(N, H, W, C)`` at the model's
+                :attr:`image_size` and channels (as the data pipeline yields).
+
+        Returns:
+            ``float64`` array ``(N,)`` of probabilities.
+
+        Raises:
+            ValueError: If ``images`` has the wrong dtype or shape.
+        """
+        array = np.asarray(images)
+        expected = self.metadata.input_shape
+        if array.dtype != np.uint8 or array.ndim != 4 or array.shape[1:] != expected:
+            msg = (
+                f"predict_arrays expects uint8 images (N, {', '.join(map(str, expected))}), "
+                f"got {array.dtype} {array.shape}; use predict() for images of other sizes or kinds"
+            )
+            raise ValueError(msg)
+        if len(array) == 0:
+            return np.zeros((0,), dtype=np.float64)
+        chunks = [
+            self._probabilities(array[start : start + self.batch_size])
+            for start in range(0, len(array), self.batch_size)
+        ]
+        return np.concatenate(chunks)
+
+    def explain(self, x: ImageInput, *, layer: str | None = None) -> Explanation:
+        """Grad-CAM for one image; see :func:`cxr_pneumonia.explain.explain`.
+
+        Args:
+            x: One image input.
+            layer: Convolutional layer name; default: the last one.
+
+        Returns:
+            The :class:`~cxr_pneumonia.explain.Explanation`.
+
+        Raises:
+            InvalidImageError: If ``x`` is not a usable image.
+            ValueError: If ``layer`` is not a convolutional layer of the model.
+        """
+        from cxr_pneumonia.explain import explain
+
+        return explain(self, x, layer=layer)
+
+    def close(self) -> None:
+        """Shut down the decoding threads (they restart if the Predictor is used again)."""
+        with self._lock:
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=True)
+
+    def __enter__(self) -> Predictor:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"Predictor(model={self.metadata.model_name!r}, image_size={self.image_size}, "
+            f"color_mode={self.color_mode!r}, threshold={self.threshold:g})"
+        )
+
+    # --- internals (also used by cxr_pneumonia.explain) ------------------------------
+
+    def _prepare(self, item: ImageInput, name: str | None = None) -> np.ndarray:
+        """Decode and resize one input exactly as training does."""
+        try:
+            return prepare_image(
+                item,
+                size=self.image_size,
+                color_mode=self.color_mode,
+                max_pixels=self.max_pixels,
+                name=name,
+            )
+        except InvalidImageError:
+            raise
+        except MemoryError:
+            raise
+        except Exception as exc:  # never another exception type for a bad image
+            label = name if name is not None else f"<{type(item).__name__}>"
+            msg = f"{label}: cannot be decoded ({type(exc).__name__}: {exc})"
+            raise InvalidImageError(msg) from exc
+
+    def _probabilities(self, batch: np.ndarray) -> np.ndarray:
+        """PNEUMONIA probabilities for a ``uint8`` batch at the model's size."""
+        import tensorflow as tf
+
+        outputs = self._infer(tf.convert_to_tensor(batch, dtype=tf.uint8)).numpy()
+        return self._positive_probability(outputs)
+
+    def _positive_probability(self, outputs: np.ndarray) -> np.ndarray:
+        outputs = np.asarray(outputs, dtype=np.float64).reshape(len(outputs), -1)
+        if outputs.shape[1] == 1:
+            column = outputs[:, 0]
+            return column if self._positive == 1 else 1.0 - column
+        return outputs[:, self._positive]
+
+    def _prediction(self, probability: float, threshold: float, source: str | int) -> Prediction:
+        index = self._positive if probability >= threshold else self._negative
+        return Prediction(self.class_names[index], probability, threshold, source)
+
+    def _pool(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(
+                    max_workers=self.num_workers, thread_name_prefix="cxr-decode"
+                )
+            return self._executor
+
+    def _decoded_batches(
+        self, items: Sequence[Any], *, single: bool
+    ) -> Iterator[tuple[list[str | int], list[np.ndarray | InvalidImageError]]]:
+        """Yield ``(sources, decoded)`` per batch; decoding runs ahead in threads."""
+        sources = [_source(item, i) for i, item in enumerate(items)]
+        names = [
+            s if isinstance(s, str) else (None if single else f"input {s} ({_kind(items[s])})")
+            for s in sources
+        ]
+
+        def decode(i: int) -> np.ndarray | InvalidImageError:
+            try:
+                return self._prepare(items[i], names[i])
+            except InvalidImageError as exc:
+                return exc
+
+        if len(items) <= 1 or self.num_workers == 1:
+            for start in range(0, len(items), self.batch_size):
+                stop = min(start + self.batch_size, len(items))
+                yield sources[start:stop], [decode(i) for i in range(start, stop)]
+            return
+        yield from _windowed(self._pool(), decode, len(items), self.batch_size, sources)
+
+
+# --- helpers ---------------------------------------------------------------------------
+
+
+def _windowed(
+    pool: ThreadPoolExecutor,
+    decode: Callable[[int], np.ndarray | InvalidImageError],
+    count: int,
+    batch_size: int,
+    sources: list[str | int],
+) -> Iterator[tuple[list[str | int], list[np.ndarray | InvalidImageError]]]:
+    """Decode ``count`` items in ``pool``, at most two batches ahead of inference."""
+    window = 2 * batch_size
+    pending: collections.deque[Future[np.ndarray | InvalidImageError]] = collections.deque()
+    submitted = 0
+    try:
+        for start in range(0, count, batch_size):
+            stop = min(start + batch_size, count)
+            while submitted < min(count, stop + window):
+                pending.append(pool.submit(decode, submitted))
+                submitted += 1
+            yield sources[start:stop], [pending.popleft().result() for _ in range(start, stop)]
+    finally:
+        for future in pending:
+            future.cancel()
+
+
+def _as_items(x: Any) -> tuple[bool, list[Any]]:
+    """Return ``(is_single, items)``."""
+    if isinstance(x, np.ndarray):
+        return (False, list(x)) if x.ndim == 4 else (True, [x])
+    if isinstance(x, _SINGLE_TYPES) or callable(getattr(x, "read", None)):
+        return True, [x]
+    if isinstance(x, Iterable):
+        return False, list(x)
+    return True, [x]  # prepare_image will name the unsupported type
+
+
+def _source(item: Any, index: int) -> str | int:
+    if isinstance(item, (str, os.PathLike)):
+        return os.fspath(item)
+    return index
+
+
+def _kind(item: Any) -> str:
+    if isinstance(item, np.ndarray):
+        return f"array {item.dtype} {item.shape}"
+    if isinstance(item, (bytes, bytearray, memoryview)):
+        return f"{len(item)} bytes"
+    if isinstance(item, Image.Image):
+        return "PIL image"
+    name = getattr(item, "name", None)
+    return f"file {name}" if isinstance(name, str) else type(item).__name__
+
+
+def _check_threshold(threshold: float) -> float:
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
+        msg = f"threshold must be a number in [0, 1], got {threshold!r}"
+        raise ValueError(msg)
+    value = float(threshold)
+    if math.isnan(value) or not 0.0 <= value <= 1.0:
+        msg = f"threshold must be a number in [0, 1], got {threshold!r}"
+        raise ValueError(msg)
+    return value
+
+
+def _class_indices(class_names: Sequence[str]) -> tuple[int, int]:
+    if len(class_names) != 2:
+        msg = f"the Predictor handles binary classifiers; got class_names={list(class_names)}"
+        raise ValueError(msg)
+    positive = class_names.index(_POSITIVE_CLASS) if _POSITIVE_CLASS in class_names else 1
+    return positive, 1 - positive
+
+
+def _output_width(model: keras.Model) -> int:
+    outputs = getattr(model, "outputs", None)
+    if not outputs or len(outputs) != 1:
+        msg = "the model must have exactly one output (sigmoid (N, 1) or softmax (N, 2))"
+        raise ValueError(msg)
+    width = int(np.prod([d for d in tuple(outputs[0].shape)[1:] if d is not None] or [1]))
+    if width not in (1, 2):
+        msg = f"the model's output shape {tuple(outputs[0].shape)} is not (N, 1) or (N, 2)"
+        raise ValueError(msg)
+    return width
