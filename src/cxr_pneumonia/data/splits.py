@@ -41,8 +41,9 @@ class DatasetSplits:
         labels: Per split, the labels as an ``int32`` array aligned with ``files``.
         patients: Per split, the patient id of every file.
         images: Per split, the decoded, resized ``uint8`` pixels
-            ``(N, H, W, C)`` aligned with ``files`` (a read-only memory map
-            of the on-disk cache).
+            ``(N, H, W, C)`` aligned with ``files``, read-only: a memory map
+            of the on-disk cache, or an in-memory copy for the training and
+            validation parts carved out of it (and for ``.npz`` sources).
         class_weight: "Balanced" weights ``n / (2 * n_c)`` of the training part.
         image_size: ``(height, width)`` of the images.
         color_mode: ``"grayscale"`` or ``"rgb"``.
