@@ -1,0 +1,476 @@
+"""Training callbacks: multi-metric early stopping, target stopping, step decay, the default set.
+
+Every callback here works with plain ``keras.Model.fit`` as well as with
+:func:`cxr_pneumonia.fit`.
+
+Targets are ``{metric: value}`` mappings over the names in Keras' epoch logs
+(``"val_accuracy"``, ``"val_recall"``, ``"val_loss"``, ...). A metric whose
+name ends in ``"loss"`` is an *upper* bound (met when ``value <= target``);
+every other metric is a *lower* bound (met when ``value >= target``).
+
+Example:
+    >>> from cxr_pneumonia.training.callbacks import (
+    ...     MultiMetricEarlyStopping, TargetMetricsReached, step_decay)
+    >>> import keras
+    >>> callbacks = [
+    ...     MultiMetricEarlyStopping({"val_accuracy": 0.94, "val_recall": 0.95}, patience=5),
+    ...     TargetMetricsReached({"val_accuracy": 0.97, "val_loss": 0.08}),
+    ...     keras.callbacks.LearningRateScheduler(step_decay(0.002, drop=0.5, every=10)),
+    ... ]
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import warnings
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import keras
+
+from cxr_pneumonia.exceptions import TrainingError
+
+__all__ = [
+    "BACKUP_DIRNAME",
+    "BEST_ACCURACY_FILENAME",
+    "BEST_LOSS_FILENAME",
+    "LOG_FILENAME",
+    "MultiMetricEarlyStopping",
+    "TargetMetricsReached",
+    "default_callbacks",
+    "is_lower_better",
+    "run_state_callbacks",
+    "step_decay",
+]
+
+logger = logging.getLogger("cxr_pneumonia")
+
+BEST_LOSS_FILENAME = "best_val_loss.keras"
+"""File name, in ``checkpoint_dir``, of the model with the best validation loss."""
+BEST_ACCURACY_FILENAME = "best_val_accuracy.keras"
+"""File name, in ``checkpoint_dir``, of the model with the best validation accuracy."""
+LOG_FILENAME = "training_log.csv"
+"""File name, in ``checkpoint_dir``, of the per-epoch CSV log."""
+BACKUP_DIRNAME = "backup"
+"""Folder, in ``checkpoint_dir``, of the ``BackupAndRestore`` state (deleted when training ends)."""
+
+
+def is_lower_better(metric: str) -> bool:
+    """Whether lower values of ``metric`` are better (its name ends in ``"loss"``).
+
+    Args:
+        metric: A logs key such as ``"val_loss"`` or ``"val_recall"``.
+
+    Returns:
+        ``True`` for loss-like metrics (targets are upper bounds), else ``False``.
+    """
+    return metric.endswith("loss")
+
+
+def _check_targets(targets: Mapping[str, float], owner: str) -> dict[str, float]:
+    if not isinstance(targets, Mapping) or not targets:
+        msg = (
+            f"{owner} needs a non-empty mapping of targets such as "
+            f"{{'val_accuracy': 0.94, 'val_recall': 0.95}}; got {targets!r}"
+        )
+        raise ValueError(msg)
+    checked: dict[str, float] = {}
+    for name, value in targets.items():
+        if not isinstance(name, str) or not name:
+            msg = f"{owner} target names must be logs keys such as 'val_accuracy'; got {name!r}"
+            raise ValueError(msg)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            msg = f"{owner} target {name!r} must be a number; got {value!r}"
+            raise ValueError(msg)
+        if not math.isfinite(value):
+            msg = f"{owner} target {name!r} must be finite; got {value!r}"
+            raise ValueError(msg)
+        checked[name] = float(value)
+    return checked
+
+
+def _read_metrics(
+    logs: Mapping[str, Any] | None, names: list[str], owner: str, epoch: int
+) -> dict[str, float]:
+    logs = logs or {}
+    missing = [name for name in names if name not in logs]
+    if missing:
+        available = ", ".join(sorted(logs)) or "(none)"
+        msg = (
+            f"{owner}: metric(s) {', '.join(map(repr, missing))} not in the logs of epoch "
+            f"{epoch + 1}; available: {available}. Fix the target names, or pass validation "
+            "data if they are 'val_' metrics."
+        )
+        raise TrainingError(msg)
+    return {name: float(logs[name]) for name in names}
+
+
+def _meets(name: str, value: float, target: float) -> bool:
+    if math.isnan(value):
+        return False
+    return value <= target if is_lower_better(name) else value >= target
+
+
+def _format(metrics: Mapping[str, float]) -> str:
+    return ", ".join(f"{name}={value:.4f}" for name, value in metrics.items())
+
+
+class MultiMetricEarlyStopping(keras.callbacks.Callback):
+    """Early stopping on several metrics at once, each with a target to meet.
+
+    The rule of the VGG19 study, made robust. An epoch *qualifies* when every
+    target is met (``*loss`` targets are upper bounds, the others lower
+    bounds). A qualifying epoch becomes the new *best* when it improves on the
+    previous best:
+
+    - with ``monitor=None`` (the default), by Pareto improvement: no target
+      metric is worse than at the best epoch and at least one is better by more
+      than ``min_delta``;
+    - with ``monitor="val_loss"`` (or any logs key), when that one metric is
+      better by more than ``min_delta`` (lower for ``*loss``, else higher).
+
+    The first qualifying epoch is always a best. Training stops once
+    ``patience`` epochs in a row bring no new best (counting from the start of
+    training while no epoch has qualified yet). When training ends, the
+    weights of the best epoch are restored if ``restore_best_weights``.
+
+    When no epoch ever meets every target, training is *not* cut short on that
+    account beyond ``patience`` (the study's version crashed here): the
+    callback stops after ``patience`` epochs from the start, keeps the weights
+    of the last epoch, logs and warns (``UserWarning``) with the best value
+    each target reached, and leaves ``best_epoch`` as ``None``.
+
+    Args:
+        targets: ``{logs key: target}``, e.g. ``{"val_accuracy": 0.94, "val_recall": 0.95}``.
+        patience: Epochs without a new best before stopping (``>= 1``).
+        restore_best_weights: Restore the best epoch's weights at the end of training.
+        monitor: ``None`` for the Pareto rule, or the logs key that ranks
+            qualifying epochs (it need not be a target).
+        min_delta: Smallest change that counts as better (``>= 0``).
+        verbose: ``0`` silent, ``1`` logs each new best and the stop at INFO.
+
+    Attributes:
+        best_epoch: 0-based index of the best epoch, or ``None`` if none qualified.
+        best_metrics: The metrics (targets and ``monitor``) of the best epoch.
+        stopped_epoch: 0-based epoch at which training was stopped, or ``None``.
+        wait: Epochs since the last best.
+
+    Raises:
+        ValueError: If the targets, ``patience`` or ``min_delta`` are invalid.
+        TrainingError: At the end of an epoch whose logs lack a target or
+            ``monitor`` metric (the message lists the available keys).
+    """
+
+    def __init__(
+        self,
+        targets: Mapping[str, float],
+        *,
+        patience: int = 5,
+        restore_best_weights: bool = True,
+        monitor: str | None = None,
+        min_delta: float = 0.0,
+        verbose: int = 0,
+    ) -> None:
+        super().__init__()
+        owner = type(self).__name__
+        self.targets = _check_targets(targets, owner)
+        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
+            msg = f"{owner} patience must be an int >= 1; got {patience!r}"
+            raise ValueError(msg)
+        if not isinstance(min_delta, (int, float)) or not min_delta >= 0:
+            msg = f"{owner} min_delta must be a number >= 0; got {min_delta!r}"
+            raise ValueError(msg)
+        if monitor is not None and (not isinstance(monitor, str) or not monitor):
+            msg = f"{owner} monitor must be None or a logs key such as 'val_loss'; got {monitor!r}"
+            raise ValueError(msg)
+        self.patience = patience
+        self.restore_best_weights = restore_best_weights
+        self.monitor = monitor
+        self.min_delta = float(min_delta)
+        self.verbose = verbose
+        self._reset()
+
+    @property
+    def metric_names(self) -> list[str]:
+        """The logs keys this callback reads: the targets, then ``monitor``."""
+        names = list(self.targets)
+        if self.monitor is not None and self.monitor not in names:
+            names.append(self.monitor)
+        return names
+
+    def _reset(self) -> None:
+        self.best_epoch: int | None = None
+        self.best_metrics: dict[str, float] = {}
+        self.best_weights: list[Any] | None = None
+        self.stopped_epoch: int | None = None
+        self.wait = 0
+        self._closest: dict[str, tuple[float, int]] = {}
+
+    def on_train_begin(self, logs: Mapping[str, Any] | None = None) -> None:
+        """Reset the state, so one instance can serve several ``fit`` calls."""
+        self._reset()
+
+    def _better(self, name: str, new: float, old: float) -> bool:
+        if is_lower_better(name):
+            return new < old - self.min_delta
+        return new > old + self.min_delta
+
+    def _not_worse(self, name: str, new: float, old: float) -> bool:
+        return new <= old if is_lower_better(name) else new >= old
+
+    def _improves(self, current: Mapping[str, float]) -> bool:
+        if self.best_epoch is None:
+            return True
+        best = self.best_metrics
+        if self.monitor is not None:
+            return self._better(self.monitor, current[self.monitor], best[self.monitor])
+        names = list(self.targets)
+        return all(self._not_worse(n, current[n], best[n]) for n in names) and any(
+            self._better(n, current[n], best[n]) for n in names
+        )
+
+    def _track_closest(self, epoch: int, current: Mapping[str, float]) -> None:
+        for name in self.targets:
+            value = current[name]
+            if math.isnan(value):
+                continue
+            seen = self._closest.get(name)
+            if seen is None or (value != seen[0] and self._not_worse(name, value, seen[0])):
+                self._closest[name] = (value, epoch)
+
+    def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
+        """Check the targets, update the best epoch, and stop when patience runs out."""
+        current = _read_metrics(logs, self.metric_names, type(self).__name__, epoch)
+        self._track_closest(epoch, current)
+        qualifies = all(_meets(n, current[n], t) for n, t in self.targets.items())
+        if qualifies and self._improves(current):
+            self.best_epoch = epoch
+            self.best_metrics = current
+            self.wait = 0
+            if self.restore_best_weights:
+                self.best_weights = self.model.get_weights()
+            if self.verbose:
+                logger.info("epoch %d: new best, %s", epoch + 1, _format(current))
+            return
+        self.wait += 1
+        if self.wait >= self.patience:
+            self.stopped_epoch = epoch
+            self.model.stop_training = True
+            if self.verbose:
+                logger.info("epoch %d: no new best for %d epochs, stopping", epoch + 1, self.wait)
+
+    def on_train_end(self, logs: Mapping[str, Any] | None = None) -> None:
+        """Restore the best weights, or warn that no epoch met every target."""
+        if self.best_epoch is None:
+            if not self._closest:
+                return  # no epoch ran
+            reached = ", ".join(
+                f"{name} {value:.4f} (epoch {epoch + 1}, target {self.targets[name]:g})"
+                for name, (value, epoch) in self._closest.items()
+            )
+            msg = (
+                f"no epoch met every target of {type(self).__name__}; best values reached: "
+                f"{reached}. Keeping the weights of the last epoch. Train longer, raise "
+                "patience, or lower the targets."
+            )
+            logger.warning(msg)
+            warnings.warn(msg, UserWarning, stacklevel=2)
+            return
+        if self.restore_best_weights and self.best_weights is not None:
+            self.model.set_weights(self.best_weights)
+            if self.verbose:
+                logger.info("restored the weights of epoch %d", self.best_epoch + 1)
+
+
+class TargetMetricsReached(keras.callbacks.Callback):
+    """Stop training as soon as every target is met (the custom CNN notebook's rule).
+
+    ``*loss`` targets are upper bounds (``val_loss <= 0.1``), the others lower
+    bounds (``val_accuracy >= 0.95``).
+
+    Args:
+        targets: ``{logs key: target}``, e.g. ``{"val_accuracy": 0.95, "val_loss": 0.1}``.
+        verbose: ``0`` silent, ``1`` logs the stop at INFO.
+
+    Attributes:
+        reached_epoch: 0-based epoch at which every target was met, or ``None``.
+
+    Raises:
+        ValueError: If the targets are invalid.
+        TrainingError: At the end of an epoch whose logs lack a target metric
+            (the message lists the available keys).
+    """
+
+    def __init__(self, targets: Mapping[str, float], *, verbose: int = 0) -> None:
+        super().__init__()
+        self.targets = _check_targets(targets, type(self).__name__)
+        self.verbose = verbose
+        self.reached_epoch: int | None = None
+
+    @property
+    def metric_names(self) -> list[str]:
+        """The logs keys this callback reads."""
+        return list(self.targets)
+
+    def on_train_begin(self, logs: Mapping[str, Any] | None = None) -> None:
+        """Reset ``reached_epoch``."""
+        self.reached_epoch = None
+
+    def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
+        """Stop training if every target is met."""
+        current = _read_metrics(logs, self.metric_names, type(self).__name__, epoch)
+        if all(_meets(n, current[n], t) for n, t in self.targets.items()):
+            self.reached_epoch = epoch
+            self.model.stop_training = True
+            if self.verbose:
+                logger.info("epoch %d: all targets met (%s), stopping", epoch + 1, _format(current))
+
+
+def step_decay(
+    initial: float = 0.002, *, drop: float = 0.5, every: int = 10
+) -> Callable[[int, float], float]:
+    """A step-decay learning-rate schedule for ``keras.callbacks.LearningRateScheduler``.
+
+    The rate is ``initial * drop ** (epoch // every)``: with the defaults
+    0.002 for epochs 0-9, 0.001 for 10-19, 0.0005 for 20-29, ...
+
+    Args:
+        initial: Learning rate of the first ``every`` epochs (``> 0``).
+        drop: Factor applied every ``every`` epochs (``0 < drop <= 1``).
+        every: Epochs between drops (``>= 1``).
+
+    Returns:
+        A function ``(epoch, lr) -> float`` (the current ``lr`` is ignored).
+
+    Raises:
+        ValueError: If an argument is out of range.
+
+    Example:
+        >>> schedule = step_decay(0.002, drop=0.5, every=10)
+        >>> schedule(0, 0.0), schedule(10, 0.0), schedule(25, 0.0)
+        (0.002, 0.001, 0.0005)
+    """
+    if not isinstance(initial, (int, float)) or not (math.isfinite(initial) and initial > 0):
+        msg = f"step_decay initial must be a finite number > 0; got {initial!r}"
+        raise ValueError(msg)
+    if not isinstance(drop, (int, float)) or not 0 < drop <= 1:
+        msg = f"step_decay drop must be in (0, 1]; got {drop!r}"
+        raise ValueError(msg)
+    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+        msg = f"step_decay every must be an int >= 1; got {every!r}"
+        raise ValueError(msg)
+
+    def schedule(epoch: int, lr: float = 0.0) -> float:
+        return float(initial * drop ** (epoch // every))
+
+    return schedule
+
+
+def default_callbacks(
+    checkpoint_dir: str | os.PathLike[str] | None,
+    *,
+    patience: int = 5,
+    reduce_lr_patience: int = 2,
+    reduce_lr_factor: float = 0.5,
+    min_learning_rate: float = 1e-7,
+    validation: bool = True,
+) -> list[keras.callbacks.Callback]:
+    """The default callbacks of :func:`cxr_pneumonia.fit`.
+
+    In this order:
+
+    1. ``EarlyStopping`` on the validation loss, ``restore_best_weights=True``;
+    2. ``ReduceLROnPlateau`` on the validation loss;
+    3. ``ModelCheckpoint`` of the best validation loss (``best_val_loss.keras``);
+    4. ``ModelCheckpoint`` of the best validation accuracy (``best_val_accuracy.keras``);
+    5. ``CSVLogger`` to ``checkpoint_dir/training_log.csv``, appending (for resumed runs);
+    6. ``BackupAndRestore`` in ``checkpoint_dir/backup``: a run killed
+       mid-training resumes at the next epoch when trained again with the same
+       folder (Keras deletes the backup when training ends).
+
+    Items 3-6 write files and are left out when ``checkpoint_dir`` is ``None``.
+    The backup comes last so that an epoch is backed up only once it is logged.
+
+    Args:
+        checkpoint_dir: Folder for the checkpoints, log and backup (created if
+            needed), or ``None`` for no files.
+        patience: Epochs without improvement of the loss before stopping.
+        reduce_lr_patience: Epochs without improvement before the learning
+            rate is multiplied by ``reduce_lr_factor``.
+        reduce_lr_factor: Factor of ``ReduceLROnPlateau`` (``0 < f < 1``).
+        min_learning_rate: Floor of ``ReduceLROnPlateau``.
+        validation: ``False`` to monitor the training metrics (``loss``,
+            ``accuracy``) when there is no validation data.
+
+    Returns:
+        A new list of new callback instances.
+
+    Raises:
+        ValueError: If a number is out of range.
+    """
+    for name, value in (("patience", patience), ("reduce_lr_patience", reduce_lr_patience)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            msg = f"default_callbacks {name} must be an int >= 1; got {value!r}"
+            raise ValueError(msg)
+    if not 0 < reduce_lr_factor < 1:
+        msg = f"default_callbacks reduce_lr_factor must be in (0, 1); got {reduce_lr_factor!r}"
+        raise ValueError(msg)
+    if not min_learning_rate >= 0:
+        msg = f"default_callbacks min_learning_rate must be >= 0; got {min_learning_rate!r}"
+        raise ValueError(msg)
+    prefix = "val_" if validation else ""
+    callbacks: list[keras.callbacks.Callback] = [
+        keras.callbacks.EarlyStopping(
+            monitor=f"{prefix}loss", mode="min", patience=patience, restore_best_weights=True
+        ),
+        keras.callbacks.ReduceLROnPlateau(
+            monitor=f"{prefix}loss",
+            mode="min",
+            factor=reduce_lr_factor,
+            patience=reduce_lr_patience,
+            min_lr=min_learning_rate,
+        ),
+    ]
+    if checkpoint_dir is None:
+        return callbacks
+    folder = Path(checkpoint_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    loss_file = BEST_LOSS_FILENAME.replace("val_", prefix)
+    accuracy_file = BEST_ACCURACY_FILENAME.replace("val_", prefix)
+    callbacks += [
+        keras.callbacks.ModelCheckpoint(
+            str(folder / loss_file), monitor=f"{prefix}loss", mode="min", save_best_only=True
+        ),
+        keras.callbacks.ModelCheckpoint(
+            str(folder / accuracy_file),
+            monitor=f"{prefix}accuracy",
+            mode="max",
+            save_best_only=True,
+        ),
+        *run_state_callbacks(folder),
+    ]
+    return callbacks
+
+
+def run_state_callbacks(
+    checkpoint_dir: str | os.PathLike[str], *, backup_dirname: str = BACKUP_DIRNAME
+) -> list[keras.callbacks.Callback]:
+    """The callbacks that make a run resumable: an appending ``CSVLogger`` and ``BackupAndRestore``.
+
+    Args:
+        checkpoint_dir: Folder of the log and the backup.
+        backup_dirname: Sub-folder of the backup (one per training phase).
+
+    Returns:
+        ``[CSVLogger(checkpoint_dir/training_log.csv, append=True),
+        BackupAndRestore(checkpoint_dir/backup_dirname)]``.
+    """
+    folder = Path(checkpoint_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    return [
+        keras.callbacks.CSVLogger(str(folder / LOG_FILENAME), append=True),
+        keras.callbacks.BackupAndRestore(str(folder / backup_dirname)),
+    ]

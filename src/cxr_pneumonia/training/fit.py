@@ -1,0 +1,661 @@
+"""`fit`: compile and train a model on a :class:`~cxr_pneumonia.data.splits.DatasetSplits`.
+
+One call runs up to two phases: ``"train"`` (``epochs``) and, when
+``fine_tune_epochs > 0``, ``"fine_tune"`` with the pretrained backbone
+unfrozen at ``fine_tune_learning_rate``. Epochs are numbered continuously
+across the phases (0-based, as in Keras' logs and the CSV log).
+
+With a ``checkpoint_dir`` the run is resumable: the folder holds the best
+models, the CSV log, Keras' ``BackupAndRestore`` state and ``run_state.json``
+(the history and which phases are done). Calling :func:`fit` again with the
+same folder and ``resume=True`` continues at the epoch after the last one
+completed, in the right phase; a finished run just reloads its final weights.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import keras
+import numpy as np
+
+from cxr_pneumonia.data.splits import DatasetSplits
+from cxr_pneumonia.exceptions import TrainingError
+from cxr_pneumonia.training.callbacks import (
+    BACKUP_DIRNAME,
+    BEST_ACCURACY_FILENAME,
+    BEST_LOSS_FILENAME,
+    LOG_FILENAME,
+    MultiMetricEarlyStopping,
+    TargetMetricsReached,
+    default_callbacks,
+    is_lower_better,
+    run_state_callbacks,
+)
+
+if TYPE_CHECKING:
+    import tensorflow as tf
+
+__all__ = ["METRIC_NAMES", "OPTIMIZERS", "TrainingResult", "fit"]
+
+logger = logging.getLogger("cxr_pneumonia")
+
+METRIC_NAMES: tuple[str, ...] = ("loss", "accuracy", "precision", "recall", "auc", "pr_auc")
+"""Metrics of a model compiled by :func:`fit`; validation ones carry a ``val_`` prefix."""
+
+OPTIMIZERS: dict[str, type[keras.optimizers.Optimizer]] = {
+    "adam": keras.optimizers.Adam,
+    "adamw": keras.optimizers.AdamW,
+    "rmsprop": keras.optimizers.RMSprop,
+    "sgd": keras.optimizers.SGD,
+}
+"""Optimizer names accepted by :func:`fit`."""
+
+STATE_FILENAME = "run_state.json"
+_PHASES = ("train", "fine_tune")
+_EXTRA_LOG_KEYS = ("learning_rate",)
+_CLASS_WEIGHT_CHOICES = "'balanced', a dict {0: w0, 1: w1} or None"
+
+
+@dataclass(frozen=True)
+class TrainingResult:
+    """What :func:`fit` returns.
+
+    All per-epoch sequences are aligned: entry ``i`` of ``epochs``, ``phases``
+    and every ``history`` list describe the same epoch. After a resumed run
+    they include the epochs trained before the interruption.
+
+    Attributes:
+        history: ``{metric: [value per epoch]}`` over both phases, e.g.
+            ``"loss"``, ``"val_accuracy"``, ``"val_pr_auc"``, ``"learning_rate"``.
+        epochs: 0-based epoch number of each history entry (continuous across phases).
+        phases: ``"train"`` or ``"fine_tune"`` for each history entry.
+        best_epoch: 0-based number of the epoch with the lowest ``monitor``,
+            or ``None`` if no epoch ran.
+        best_metrics: The validation metrics (``val_*``; the training ones
+            when there was no validation data) of ``best_epoch``.
+        monitor: The metric that chose ``best_epoch``: ``"val_loss"`` (or
+            ``"loss"`` without validation data).
+        checkpoints: Files written in ``checkpoint_dir`` that exist, by role:
+            ``"best_val_loss"``, ``"best_val_accuracy"``, ``"log"``.
+        epochs_run: Epochs trained by this call (not counting resumed ones).
+        resumed: Whether this call continued an earlier, interrupted run.
+        wall_time: Seconds spent in this call.
+        replicas: Replicas of the model's distribution strategy (global batch
+            is ``data.batch_size * replicas``).
+    """
+
+    history: dict[str, list[float]]
+    epochs: tuple[int, ...]
+    phases: tuple[str, ...]
+    best_epoch: int | None
+    best_metrics: dict[str, float]
+    monitor: str
+    checkpoints: dict[str, Path] = field(default_factory=dict)
+    epochs_run: int = 0
+    resumed: bool = False
+    wall_time: float = 0.0
+    replicas: int = 1
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _check_int(name: str, value: object, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        msg = f"fit {name} must be an int >= {minimum}; got {value!r}"
+        raise ValueError(msg)
+    return int(value)
+
+
+def _check_rate(name: str, value: object) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not (math.isfinite(value) and value > 0)
+    ):
+        msg = f"fit {name} must be a finite number > 0; got {value!r}"
+        raise ValueError(msg)
+    return float(value)
+
+
+def _check_class_weight(
+    class_weight: Mapping[int, float] | Literal["balanced"] | None, data: DatasetSplits
+) -> dict[int, float] | None:
+    if class_weight is None:
+        return None
+    if isinstance(class_weight, str):
+        if class_weight != "balanced":
+            msg = f"fit class_weight must be {_CLASS_WEIGHT_CHOICES}; got {class_weight!r}"
+            raise ValueError(msg)
+        weights: Mapping[Any, Any] = data.class_weight
+        if not weights:
+            labels = np.asarray(data.labels.get("train", ()))
+            counts = np.bincount(labels.astype(np.int64), minlength=2) if labels.size else None
+            if counts is None or counts.min() == 0:
+                msg = (
+                    "fit class_weight='balanced' needs both classes in the training split; "
+                    "pass class_weight=None or a dict"
+                )
+                raise ValueError(msg)
+            weights = {c: labels.size / (2 * counts[c]) for c in (0, 1)}
+        source = "data.class_weight"
+    elif isinstance(class_weight, Mapping):
+        weights = class_weight
+        source = "class_weight"
+    else:
+        msg = f"fit class_weight must be {_CLASS_WEIGHT_CHOICES}; got {class_weight!r}"
+        raise ValueError(msg)
+    keys = {int(k) if isinstance(k, (int, np.integer)) else k for k in weights}
+    if keys != {0, 1}:
+        msg = (
+            f"{source} must have exactly the keys 0 (NORMAL) and 1 (PNEUMONIA); "
+            f"got {sorted(weights, key=str)}"
+        )
+        raise ValueError(msg)
+    checked: dict[int, float] = {}
+    for key, value in weights.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
+            msg = f"{source}[{key}] must be a number > 0; got {value!r}"
+            raise ValueError(msg)
+        if not (math.isfinite(float(value)) and float(value) > 0):
+            msg = f"{source}[{key}] must be a finite number > 0; got {value!r}"
+            raise ValueError(msg)
+        checked[int(key)] = float(value)
+    return checked
+
+
+def _check_optimizer(optimizer: str | keras.optimizers.Optimizer) -> None:
+    if isinstance(optimizer, keras.optimizers.Optimizer):
+        if optimizer.built:
+            msg = (
+                "fit optimizer instance has already been used (it is built); "
+                "pass a fresh optimizer or its name"
+            )
+            raise ValueError(msg)
+        return
+    if not isinstance(optimizer, str) or optimizer.lower() not in OPTIMIZERS:
+        msg = (
+            f"fit optimizer must be a keras optimizer or one of: {', '.join(sorted(OPTIMIZERS))}; "
+            f"got {optimizer!r}"
+        )
+        raise ValueError(msg)
+
+
+def _make_optimizer(
+    optimizer: str | keras.optimizers.Optimizer, learning_rate: float, *, first: bool
+) -> keras.optimizers.Optimizer:
+    if isinstance(optimizer, keras.optimizers.Optimizer):
+        if first:
+            return optimizer
+        config = optimizer.get_config()
+        config["learning_rate"] = learning_rate
+        return type(optimizer).from_config(config)
+    return OPTIMIZERS[optimizer.lower()](learning_rate=learning_rate)
+
+
+def _callback_metrics(callback: keras.callbacks.Callback) -> list[str]:
+    if isinstance(callback, (MultiMetricEarlyStopping, TargetMetricsReached)):
+        return callback.metric_names
+    monitor = getattr(callback, "monitor", None)
+    return [monitor] if isinstance(monitor, str) else []
+
+
+def _check_callbacks(
+    callbacks: Sequence[keras.callbacks.Callback] | Literal["default"] | None,
+    has_validation: bool,
+) -> None:
+    if callbacks is None or (isinstance(callbacks, str) and callbacks == "default"):
+        return
+    if isinstance(callbacks, str) or not isinstance(callbacks, Sequence):
+        msg = (
+            f"fit callbacks must be 'default', None or a list of keras callbacks; got {callbacks!r}"
+        )
+        raise ValueError(msg)
+    known = {*METRIC_NAMES, *_EXTRA_LOG_KEYS}
+    known |= {f"val_{name}" for name in METRIC_NAMES}
+    for callback in callbacks:
+        if not isinstance(callback, keras.callbacks.Callback):
+            msg = f"fit callbacks must be keras.callbacks.Callback instances; got {callback!r}"
+            raise ValueError(msg)
+        for name in _callback_metrics(callback):
+            if name.startswith("val_") and not has_validation:
+                msg = (
+                    f"{type(callback).__name__} monitors {name!r} but the data has no "
+                    "validation split; monitor training metrics or load the data with a "
+                    "validation split"
+                )
+                raise TrainingError(msg)
+            if isinstance(callback, (MultiMetricEarlyStopping, TargetMetricsReached)) and (
+                name not in known
+            ):
+                msg = (
+                    f"{type(callback).__name__} target {name!r} is not a metric fit logs; "
+                    f"choose from: {', '.join(sorted(known))}"
+                )
+                raise ValueError(msg)
+
+
+def _check_model(model: keras.Model) -> None:
+    if not isinstance(model, keras.Model):
+        msg = f"fit needs a keras.Model (e.g. from build_model); got {type(model).__name__}"
+        raise TypeError(msg)
+    try:
+        shape = model.output_shape
+    except (AttributeError, ValueError, RuntimeError):
+        return  # subclassed or unbuilt model: nothing to check yet
+    if isinstance(shape, tuple) and shape and shape[-1] != 1:
+        msg = (
+            f"fit needs a model with one sigmoid output (probability of PNEUMONIA); "
+            f"this one outputs shape {shape}"
+        )
+        raise ValueError(msg)
+
+
+# --------------------------------------------------------------------------- backbone
+
+
+def _find_backbone(model: keras.Model) -> keras.layers.Layer | None:
+    from cxr_pneumonia.models import find_backbone
+
+    return find_backbone(model)
+
+
+def _set_backbone_trainable(model: keras.Model, trainable: bool) -> None:
+    from cxr_pneumonia.models import set_backbone_trainable
+
+    set_backbone_trainable(model, trainable)
+
+
+# --------------------------------------------------------------------------- run state
+
+
+class _RunState(keras.callbacks.Callback):
+    """Records each epoch's logs (and persists them with the phase status in ``run_state.json``)."""
+
+    def __init__(self, state: dict[str, Any], path: Path | None, phase: str) -> None:
+        super().__init__()
+        self.state = state
+        self.path = path
+        self.phase = phase
+        self.epochs_run = 0
+
+    def save(self) -> None:
+        if self.path is None:
+            return
+        tmp = self.path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(self.state, indent=1))
+        os.replace(tmp, self.path)
+
+    def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
+        row = {"epoch": int(epoch), "phase": self.phase}
+        row.update({k: float(v) for k, v in (logs or {}).items() if np.ndim(v) == 0})
+        optimizer = getattr(self.model, "optimizer", None)
+        if "learning_rate" not in row and optimizer is not None:
+            row["learning_rate"] = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+        rows = [r for r in self.state["history"] if r["epoch"] != epoch]
+        rows.append(row)
+        self.state["history"] = rows
+        self.epochs_run += 1
+        self.save()
+
+    def on_train_end(self, logs: Mapping[str, Any] | None = None) -> None:
+        # Runs before BackupAndRestore deletes its backup, after early stopping restored
+        # the best weights: the final weights of the phase are saved, then it is marked done.
+        if self.path is not None:
+            weights_path = self.path.parent / f"after_{self.phase}.weights.npz"
+            np.savez(weights_path, *self.model.get_weights())
+        self.state["phases"][self.phase] = "done"
+        self.save()
+
+
+def _load_state(path: Path | None, model: keras.Model, resume: bool) -> dict[str, Any]:
+    fingerprint = {"model": model.name, "params": int(model.count_params())}
+    fresh = {"fingerprint": fingerprint, "phases": {}, "history": []}
+    if path is None or not resume or not path.exists():
+        return fresh
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        msg = f"can't read the run state {path} ({error}); pass resume=False to start over"
+        raise TrainingError(msg) from error
+    if state.get("fingerprint") != fingerprint:
+        msg = (
+            f"checkpoint_dir {path.parent} holds a run of {state.get('fingerprint')}, not of "
+            f"this model {fingerprint}; pass resume=False to start over or use another folder"
+        )
+        raise TrainingError(msg)
+    return state
+
+
+def _clear_run(folder: Path) -> None:
+    shutil.rmtree(folder / BACKUP_DIRNAME, ignore_errors=True)
+    names = [STATE_FILENAME, LOG_FILENAME, BEST_LOSS_FILENAME, BEST_ACCURACY_FILENAME]
+    names += [name.replace("val_", "") for name in (BEST_LOSS_FILENAME, BEST_ACCURACY_FILENAME)]
+    names += [f"after_{phase}.weights.npz" for phase in _PHASES]
+    for name in names:
+        (folder / name).unlink(missing_ok=True)
+
+
+def _load_npz_weights(model: keras.Model, path: Path) -> None:
+    with np.load(path) as stored:
+        model.set_weights([stored[f"arr_{i}"] for i in range(len(stored.files))])
+
+
+def _seed_checkpoints(callbacks: Sequence[keras.callbacks.Callback], history: list[dict]) -> None:
+    """Give best-only ``ModelCheckpoint``s the best value of the earlier epochs of the run."""
+    for callback in callbacks:
+        if not isinstance(callback, keras.callbacks.ModelCheckpoint):
+            continue
+        if not callback.save_best_only or callback.best is not None:
+            continue
+        values = [row[callback.monitor] for row in history if callback.monitor in row]
+        if values:
+            lower = callback.mode == "min" or (
+                callback.mode == "auto" and is_lower_better(callback.monitor)
+            )
+            callback.best = min(values) if lower else max(values)
+
+
+# --------------------------------------------------------------------------- fit
+
+
+def _compile(
+    model: keras.Model,
+    strategy: tf.distribute.Strategy,
+    optimizer: keras.optimizers.Optimizer,
+) -> None:
+    with strategy.scope():
+        model.compile(
+            optimizer=optimizer,
+            loss=keras.losses.BinaryCrossentropy(),
+            metrics=[
+                keras.metrics.BinaryAccuracy(name="accuracy"),
+                keras.metrics.Precision(name="precision"),
+                keras.metrics.Recall(name="recall"),
+                keras.metrics.AUC(name="auc"),
+                keras.metrics.AUC(curve="PR", name="pr_auc"),
+            ],
+        )
+
+
+def _build_callbacks(
+    callbacks: Sequence[keras.callbacks.Callback] | Literal["default"] | None,
+    folder: Path | None,
+    has_validation: bool,
+) -> list[keras.callbacks.Callback]:
+    if isinstance(callbacks, str):
+        return default_callbacks(folder, validation=has_validation)
+    chosen = list(callbacks or [])
+    if folder is not None:
+        kinds = (keras.callbacks.CSVLogger, keras.callbacks.BackupAndRestore)
+        chosen += [
+            extra
+            for extra in run_state_callbacks(folder)
+            if not any(isinstance(c, type(extra)) for c in chosen) and isinstance(extra, kinds)
+        ]
+    return chosen
+
+
+def _with_run_state(
+    callbacks: list[keras.callbacks.Callback], run_state: _RunState
+) -> list[keras.callbacks.Callback]:
+    """Insert ``run_state`` just before the first ``BackupAndRestore`` (or at the end)."""
+    for index, callback in enumerate(callbacks):
+        if isinstance(callback, keras.callbacks.BackupAndRestore):
+            return [*callbacks[:index], run_state, *callbacks[index:]]
+    return [*callbacks, run_state]
+
+
+def fit(
+    model: keras.Model,
+    data: DatasetSplits,
+    *,
+    epochs: int = 30,
+    learning_rate: float = 1e-3,
+    optimizer: str | keras.optimizers.Optimizer = "adam",
+    class_weight: Mapping[int, float] | Literal["balanced"] | None = "balanced",
+    callbacks: Sequence[keras.callbacks.Callback] | Literal["default"] | None = "default",
+    checkpoint_dir: str | os.PathLike[str] | None = None,
+    resume: bool = True,
+    fine_tune_epochs: int = 0,
+    fine_tune_learning_rate: float = 1e-5,
+    seed: int | None = None,
+    verbose: Literal["auto", 0, 1, 2] | int = "auto",
+) -> TrainingResult:
+    """Compile and train ``model`` on ``data``; optionally fine-tune its backbone.
+
+    The model is compiled (inside its distribution strategy's scope) with
+    binary cross-entropy and the metrics ``accuracy``, ``precision``,
+    ``recall``, ``auc`` (ROC) and ``pr_auc`` (precision-recall), so the epoch
+    logs have the keys ``loss``, ``accuracy``, ..., ``val_loss``,
+    ``val_accuracy``, ``val_recall``, ``val_auc``, ``val_pr_auc``.
+
+    When the model's strategy has ``N > 1`` replicas, ``data.batch_size`` is
+    taken as the per-replica batch and the pipelines are re-batched to a
+    global batch of ``data.batch_size * N``.
+
+    Args:
+        model: A ``keras.Model`` with one sigmoid output, e.g. from ``build_model``.
+        data: The training data; ``data.validation`` may be ``None``, in which
+            case the default callbacks monitor the training loss and accuracy.
+        epochs: Epochs of the first phase (``>= 1``).
+        learning_rate: Learning rate of the first phase (ignored when
+            ``optimizer`` is an instance: its own rate is used).
+        optimizer: ``"adam"``, ``"adamw"``, ``"rmsprop"``, ``"sgd"``, or a fresh
+            (unused) ``keras.optimizers.Optimizer``; the fine-tune phase uses a
+            new optimizer of the same kind and configuration.
+        class_weight: ``"balanced"`` (``data.class_weight``), ``{0: w0, 1: w1}``
+            with positive weights, or ``None``.
+        callbacks: ``"default"`` for :func:`~cxr_pneumonia.training.callbacks.default_callbacks`
+            (in ``checkpoint_dir``), ``None`` for none, or a list that
+            *replaces* the defaults (compose with ``default_callbacks(...)`` to
+            extend them). With a ``checkpoint_dir``, a ``CSVLogger`` and a
+            ``BackupAndRestore`` in that folder are added to a list that lacks
+            one of that type. The same instances serve both phases; a
+            ``LearningRateScheduler`` in the list also drives the fine-tune rate.
+        checkpoint_dir: Folder of the best models, the CSV log, the backup
+            and ``run_state.json``; ``None`` writes no files (and can't resume).
+        resume: Continue the run found in ``checkpoint_dir`` (at the epoch
+            after the last one completed, in its phase). ``False`` deletes that
+            run's files first and starts over.
+        fine_tune_epochs: Epochs of a second phase with the backbone unfrozen
+            (``0``: none). Needs a model with a pretrained backbone.
+        fine_tune_learning_rate: Learning rate of the fine-tune phase.
+        seed: Seed of Python, NumPy and TensorFlow (``keras.utils.set_random_seed``)
+            so CPU runs repeat; ``None`` leaves the global seeds alone.
+        verbose: Keras' progress output: ``"auto"``, ``0``, ``1`` or ``2``.
+
+    Returns:
+        A :class:`TrainingResult`.
+
+    Raises:
+        TypeError: If ``model`` is not a ``keras.Model`` or ``data`` not a ``DatasetSplits``.
+        ValueError: If an option is out of range or inconsistent (e.g.
+            ``fine_tune_epochs > 0`` for a model without a backbone).
+        TrainingError: If callbacks monitor validation metrics the data lacks,
+            or ``checkpoint_dir`` holds a run of another model.
+    """
+    started = time.perf_counter()
+    _check_model(model)
+    if not isinstance(data, DatasetSplits):
+        msg = f"fit needs a DatasetSplits (from load_dataset); got {type(data).__name__}"
+        raise TypeError(msg)
+    if data.train is None:
+        msg = "fit needs data with a training split; data.train is None"
+        raise TrainingError(msg)
+    epochs = _check_int("epochs", epochs, 1)
+    fine_tune_epochs = _check_int("fine_tune_epochs", fine_tune_epochs, 0)
+    learning_rate = _check_rate("learning_rate", learning_rate)
+    fine_tune_learning_rate = _check_rate("fine_tune_learning_rate", fine_tune_learning_rate)
+    _check_optimizer(optimizer)
+    weights = _check_class_weight(class_weight, data)
+    if verbose not in ("auto", 0, 1, 2):
+        msg = f"fit verbose must be 'auto', 0, 1 or 2; got {verbose!r}"
+        raise ValueError(msg)
+    if seed is not None:
+        _check_int("seed", seed, 0)
+    has_validation = data.validation is not None
+    if isinstance(callbacks, str) and callbacks != "default":
+        msg = (
+            f"fit callbacks must be 'default', None or a list of keras callbacks; got {callbacks!r}"
+        )
+        raise ValueError(msg)
+    _check_callbacks(callbacks, has_validation)
+    if fine_tune_epochs and _find_backbone(model) is None:
+        msg = (
+            f"fine_tune_epochs={fine_tune_epochs} but model {model.name!r} has no pretrained "
+            "backbone to unfreeze; use fine_tune_epochs=0 or a backbone model (e.g. resnet50)"
+        )
+        raise ValueError(msg)
+    if callbacks == "default" and not has_validation:
+        logger.warning(
+            "data has no validation split: the default callbacks monitor the training "
+            "loss and accuracy"
+        )
+
+    folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+        if not resume:
+            _clear_run(folder)
+    state_path = folder / STATE_FILENAME if folder is not None else None
+    state = _load_state(state_path, model, resume)
+    resumed = bool(state["history"] or state["phases"])
+    if resumed:
+        logger.info("resuming the run in %s after %d epoch(s)", folder, len(state["history"]))
+
+    if seed is not None:
+        keras.utils.set_random_seed(seed)
+
+    strategy = model.distribute_strategy
+    replicas = int(strategy.num_replicas_in_sync)
+    train_ds, val_ds = data.train, data.validation
+    if replicas > 1:
+        global_batch = data.batch_size * replicas
+        logger.info("%d replicas: global batch %d", replicas, global_batch)
+        train_ds = train_ds.rebatch(global_batch)
+        val_ds = val_ds.rebatch(global_batch) if val_ds is not None else None
+
+    chosen = _build_callbacks(callbacks, folder, has_validation)
+    plan = [("train", epochs, learning_rate)]
+    if fine_tune_epochs:
+        plan.append(("fine_tune", fine_tune_epochs, fine_tune_learning_rate))
+    epochs_run = 0
+    offset = 0
+    for index, (phase, phase_epochs, rate) in enumerate(plan):
+        if phase == "fine_tune":
+            _set_backbone_trainable(model, True)
+        status = state["phases"].get(phase)
+        if status == "done" and folder is not None:
+            _load_npz_weights(model, folder / f"after_{phase}.weights.npz")
+            offset = _next_epoch([row for row in state["history"] if row["phase"] == phase])
+            logger.info("phase %r already done; loaded its final weights", phase)
+            continue
+        if status is None and folder is not None:
+            shutil.rmtree(folder / BACKUP_DIRNAME, ignore_errors=True)  # stale backup
+        state["phases"][phase] = "running"
+        recorder = _RunState(state, state_path, phase)
+        recorder.save()
+        _compile(model, strategy, _make_optimizer(optimizer, rate, first=index == 0))
+        _seed_checkpoints(chosen, state["history"])
+        logger.info(
+            "phase %r: epochs %d-%d at learning rate %g",
+            phase,
+            offset + 1,
+            offset + phase_epochs,
+            rate,
+        )
+        try:
+            model.fit(
+                train_ds,
+                validation_data=val_ds,
+                epochs=offset + phase_epochs,
+                initial_epoch=offset,
+                class_weight=weights,
+                shuffle=False,  # the pipelines shuffle themselves
+                callbacks=_with_run_state(chosen, recorder),
+                verbose=verbose,
+            )
+        except BaseException:
+            _close_logs(chosen)  # Keras skips on_train_end when training is interrupted
+            raise
+        epochs_run += recorder.epochs_run
+        offset = _next_epoch(state["history"])
+
+    return _result(state["history"], has_validation, folder, epochs_run, resumed, started, replicas)
+
+
+def _close_logs(callbacks: Sequence[keras.callbacks.Callback]) -> None:
+    for callback in callbacks:
+        handle = getattr(callback, "csv_file", None)
+        if isinstance(callback, keras.callbacks.CSVLogger) and handle is not None:
+            handle.close()
+            callback.csv_file = None
+
+
+def _next_epoch(rows: list[dict[str, Any]]) -> int:
+    return 1 + max((int(row["epoch"]) for row in rows), default=-1)
+
+
+def _result(
+    rows: list[dict[str, Any]],
+    has_validation: bool,
+    folder: Path | None,
+    epochs_run: int,
+    resumed: bool,
+    started: float,
+    replicas: int,
+) -> TrainingResult:
+    rows = sorted(rows, key=lambda row: row["epoch"])
+    keys = sorted({key for row in rows for key in row} - {"epoch", "phase"})
+    history = {key: [float(row.get(key, math.nan)) for row in rows] for key in keys}
+    monitor = "val_loss" if has_validation else "loss"
+    best_epoch: int | None = None
+    best_metrics: dict[str, float] = {}
+    values = history.get(monitor, [])
+    finite = [(v, i) for i, v in enumerate(values) if math.isfinite(v)]
+    if finite:
+        position = min(finite)[1]
+        best_epoch = int(rows[position]["epoch"])
+        prefix = "val_" if has_validation else ""
+        best_metrics = {
+            key: history[key][position]
+            for key in keys
+            if key.startswith(prefix)
+            and (has_validation or not key.startswith("val_"))
+            and key not in _EXTRA_LOG_KEYS
+        }
+    checkpoints: dict[str, Path] = {}
+    if folder is not None:
+        for role, name in (
+            ("best_val_loss", BEST_LOSS_FILENAME),
+            ("best_val_accuracy", BEST_ACCURACY_FILENAME),
+            ("best_loss", BEST_LOSS_FILENAME.replace("val_", "")),
+            ("best_accuracy", BEST_ACCURACY_FILENAME.replace("val_", "")),
+            ("log", LOG_FILENAME),
+        ):
+            if (folder / name).exists():
+                checkpoints[role] = folder / name
+    return TrainingResult(
+        history=history,
+        epochs=tuple(int(row["epoch"]) for row in rows),
+        phases=tuple(str(row["phase"]) for row in rows),
+        best_epoch=best_epoch,
+        best_metrics=best_metrics,
+        monitor=monitor,
+        checkpoints=checkpoints,
+        epochs_run=epochs_run,
+        resumed=resumed,
+        wall_time=time.perf_counter() - started,
+        replicas=replicas,
+    )

@@ -1,0 +1,277 @@
+"""The training callbacks, each on its own: crafted logs, then a tiny model for a few epochs."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from cxr_pneumonia.exceptions import TrainingError
+from cxr_pneumonia.training.callbacks import (
+    BACKUP_DIRNAME,
+    BEST_ACCURACY_FILENAME,
+    BEST_LOSS_FILENAME,
+    LOG_FILENAME,
+    MultiMetricEarlyStopping,
+    TargetMetricsReached,
+    default_callbacks,
+    is_lower_better,
+    step_decay,
+)
+from helpers_training import tiny_images, tiny_model
+
+
+class _FakeModel:
+    """Stands in for a model: weights are one number, the epoch they belong to."""
+
+    def __init__(self) -> None:
+        self.weights_value = -1
+        self.stop_training = False
+
+    def get_weights(self) -> list[int]:
+        return [self.weights_value]
+
+    def set_weights(self, weights: list[int]) -> None:
+        self.weights_value = weights[0]
+
+
+def _drive(callback: keras.callbacks.Callback, logs: list[dict[str, float]]) -> _FakeModel:
+    """Run ``callback`` over crafted epoch logs until it stops training, like ``fit`` would."""
+    model = _FakeModel()
+    callback._model = model  # Callback.model reads _model; set_model wants a keras.Model
+    callback.on_train_begin()
+    for epoch, row in enumerate(logs):
+        model.weights_value = epoch
+        callback.on_epoch_end(epoch, row)
+        if model.stop_training:
+            break
+    callback.on_train_end()
+    return model
+
+
+def _row(acc: float, rec: float, loss: float = 0.5) -> dict[str, float]:
+    return {"loss": loss, "val_loss": loss, "val_accuracy": acc, "val_recall": rec}
+
+
+# --- step_decay ----------------------------------------------------------------------
+
+
+def test_step_decay_halves_every_ten_epochs() -> None:
+    schedule = step_decay(0.002, drop=0.5, every=10)
+    assert [schedule(e, 0.1) for e in (0, 9, 10, 19, 20, 35)] == pytest.approx(
+        [0.002, 0.002, 0.001, 0.001, 0.0005, 0.00025]
+    )
+    assert isinstance(schedule(3, 0.1), float)
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"initial": 0}, {"initial": -1.0}, {"drop": 0}, {"drop": 1.5}, {"every": 0}]
+)
+def test_step_decay_rejects_bad_arguments(kwargs: dict) -> None:
+    with pytest.raises(ValueError, match="step_decay"):
+        step_decay(**kwargs)
+
+
+def test_step_decay_drives_learning_rate_scheduler() -> None:
+    model = tiny_model()
+    model.compile(keras.optimizers.SGD(0.1), "binary_crossentropy")
+    x = tiny_images(np.array([0, 1] * 5))
+    y = np.array([0, 1] * 5)
+    scheduler = keras.callbacks.LearningRateScheduler(step_decay(0.01, drop=0.1, every=1))
+    history = model.fit(x, y, epochs=3, batch_size=5, callbacks=[scheduler], verbose=0)
+    assert history.history["learning_rate"] == pytest.approx([0.01, 0.001, 0.0001])
+
+
+# --- TargetMetricsReached ------------------------------------------------------------
+
+
+def test_loss_targets_are_upper_bounds() -> None:
+    assert is_lower_better("val_loss")
+    assert is_lower_better("loss")
+    assert not is_lower_better("val_accuracy")
+
+
+def test_target_metrics_reached_stops_when_all_targets_are_met() -> None:
+    callback = TargetMetricsReached({"val_accuracy": 0.95, "val_loss": 0.1})
+    logs = [
+        {"val_accuracy": 0.96, "val_loss": 0.2},  # accuracy met, loss not
+        {"val_accuracy": 0.90, "val_loss": 0.05},  # loss met, accuracy not
+        {"val_accuracy": 0.95, "val_loss": 0.1},  # both met (bounds are inclusive)
+        {"val_accuracy": 0.99, "val_loss": 0.01},
+    ]
+    model = _drive(callback, logs)
+    assert model.stop_training
+    assert callback.reached_epoch == 2
+
+
+def test_target_metrics_reached_never_met_does_not_stop() -> None:
+    callback = TargetMetricsReached({"val_accuracy": 0.99})
+    model = _drive(callback, [{"val_accuracy": 0.5}] * 3)
+    assert not model.stop_training
+    assert callback.reached_epoch is None
+
+
+def test_target_metrics_reached_missing_metric_lists_available_keys() -> None:
+    callback = TargetMetricsReached({"val_acc": 0.9})
+    with pytest.raises(TrainingError, match=r"'val_acc'.*available: loss, val_accuracy"):
+        _drive(callback, [{"loss": 0.3, "val_accuracy": 0.9}])
+
+
+@pytest.mark.parametrize("targets", [{}, {"val_accuracy": "high"}, {"": 0.9}, {"val_loss": np.nan}])
+def test_target_metrics_reached_rejects_bad_targets(targets: dict) -> None:
+    with pytest.raises(ValueError, match="TargetMetricsReached"):
+        TargetMetricsReached(targets)
+
+
+def test_target_metrics_reached_stops_real_training() -> None:
+    model = tiny_model()
+    model.compile(keras.optimizers.SGD(0.01), "binary_crossentropy")
+    x = tiny_images(np.array([0, 1] * 5))
+    y = np.array([0, 1] * 5)
+    callback = TargetMetricsReached({"loss": 100.0})  # met at once
+    history = model.fit(x, y, epochs=3, batch_size=5, callbacks=[callback], verbose=0)
+    assert len(history.history["loss"]) == 1
+    assert callback.reached_epoch == 0
+
+
+# --- MultiMetricEarlyStopping ----------------------------------------------------------
+
+
+def test_multi_metric_best_epoch_needs_all_targets_and_pareto_improvement() -> None:
+    callback = MultiMetricEarlyStopping({"val_accuracy": 0.9, "val_recall": 0.9}, patience=2)
+    logs = [
+        _row(0.99, 0.80),  # 0: recall target missed -> not best
+        _row(0.91, 0.92),  # 1: first qualifying epoch -> best
+        _row(0.95, 0.91),  # 2: accuracy better but recall worse -> not better
+        _row(0.93, 0.95),  # 3: both better -> best
+        _row(0.93, 0.95),  # 4: equal -> not better (wait 1)
+        _row(0.99, 0.90),  # 5: recall worse (wait 2) -> stop
+        _row(0.99, 0.99),  # 6: never reached
+    ]
+    model = _drive(callback, logs)
+    assert callback.best_epoch == 3
+    assert callback.best_metrics == {"val_accuracy": 0.93, "val_recall": 0.95}
+    assert callback.stopped_epoch == 5
+    assert model.weights_value == 3  # the best epoch's weights are restored
+
+
+def test_multi_metric_monitor_ranks_qualifying_epochs() -> None:
+    callback = MultiMetricEarlyStopping(
+        {"val_accuracy": 0.9, "val_recall": 0.9}, patience=3, monitor="val_loss"
+    )
+    logs = [
+        _row(0.95, 0.95, loss=0.30),  # best
+        _row(0.92, 0.91, loss=0.20),  # lower loss, targets met -> best despite worse metrics
+        _row(0.99, 0.99, loss=0.25),  # higher loss -> not best
+        _row(0.85, 0.99, loss=0.10),  # lowest loss but accuracy target missed
+    ]
+    model = _drive(callback, logs)
+    assert callback.best_epoch == 1
+    assert model.weights_value == 1
+    assert callback.stopped_epoch is None
+
+
+def test_multi_metric_loss_targets_are_upper_bounds() -> None:
+    callback = MultiMetricEarlyStopping({"val_loss": 0.3, "val_accuracy": 0.9}, patience=5)
+    _drive(callback, [_row(0.95, 0.9, loss=0.4), _row(0.92, 0.9, loss=0.25)])
+    assert callback.best_epoch == 1
+
+
+def test_multi_metric_without_restore_keeps_last_weights() -> None:
+    callback = MultiMetricEarlyStopping(
+        {"val_accuracy": 0.9}, patience=5, restore_best_weights=False
+    )
+    model = _drive(callback, [_row(0.95, 0), _row(0.91, 0), _row(0.92, 0)])
+    assert callback.best_epoch == 0
+    assert model.weights_value == 2
+
+
+def test_multi_metric_never_met_warns_and_keeps_weights() -> None:
+    callback = MultiMetricEarlyStopping({"val_accuracy": 0.94, "val_recall": 0.95}, patience=3)
+    logs = [_row(0.80, 0.97), _row(0.90, 0.90), _row(0.85, 0.99), _row(0.99, 0.99)]
+    with pytest.warns(UserWarning, match=r"no epoch met every target.*val_accuracy 0\.9000"):
+        model = _drive(callback, logs)
+    assert callback.best_epoch is None
+    assert callback.stopped_epoch == 2  # patience counted from the start
+    assert model.weights_value == 2  # last epoch's weights, nothing restored
+
+
+def test_multi_metric_missing_metric_lists_available_keys() -> None:
+    callback = MultiMetricEarlyStopping({"val_recall": 0.9}, patience=2)
+    with pytest.raises(TrainingError, match=r"'val_recall'.*available: loss"):
+        _drive(callback, [{"loss": 0.4}])
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"patience": 0}, {"patience": 1.5}, {"min_delta": -0.1}, {"monitor": ""}],
+)
+def test_multi_metric_rejects_bad_arguments(kwargs: dict) -> None:
+    with pytest.raises(ValueError, match="MultiMetricEarlyStopping"):
+        MultiMetricEarlyStopping({"val_accuracy": 0.9}, **kwargs)
+
+
+def test_multi_metric_restores_best_weights_of_real_training() -> None:
+    model = tiny_model()
+    model.compile(keras.optimizers.SGD(0.05), "binary_crossentropy", metrics=["accuracy"])
+    x = tiny_images(np.array([0, 1] * 5))
+    y = np.array([0, 1] * 5)
+    callback = MultiMetricEarlyStopping({"loss": 100.0}, patience=1, monitor="loss")
+    snapshots: list[list[np.ndarray]] = []
+    record = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda epoch, logs: snapshots.append(model.get_weights())
+    )
+    history = model.fit(x, y, epochs=3, batch_size=5, callbacks=[record, callback], verbose=0)
+    losses = history.history["loss"]
+    best = int(np.argmin(losses))
+    assert callback.best_epoch == best
+    for restored, expected in zip(model.get_weights(), snapshots[best], strict=True):
+        np.testing.assert_array_equal(restored, expected)
+
+
+# --- default_callbacks ---------------------------------------------------------------
+
+
+def test_default_callbacks_with_folder(tmp_path) -> None:
+    callbacks = default_callbacks(tmp_path / "run", patience=4)
+    kinds = [type(c).__name__ for c in callbacks]
+    assert kinds == [
+        "EarlyStopping",
+        "ReduceLROnPlateau",
+        "ModelCheckpoint",
+        "ModelCheckpoint",
+        "CSVLogger",
+        "BackupAndRestore",
+    ]
+    stopping, reduce_lr, best_loss, best_acc, log, backup = callbacks
+    assert (stopping.monitor, stopping.patience, stopping.restore_best_weights) == (
+        "val_loss",
+        4,
+        True,
+    )
+    assert reduce_lr.monitor == "val_loss"
+    assert best_loss.filepath == str(tmp_path / "run" / BEST_LOSS_FILENAME)
+    assert (best_loss.monitor, best_loss.save_best_only) == ("val_loss", True)
+    assert best_acc.filepath == str(tmp_path / "run" / BEST_ACCURACY_FILENAME)
+    assert best_acc.monitor == "val_accuracy"
+    assert log.filename == str(tmp_path / "run" / LOG_FILENAME)
+    assert log.append
+    assert backup.backup_dir == str(tmp_path / "run" / BACKUP_DIRNAME)
+
+
+def test_default_callbacks_without_folder_write_nothing() -> None:
+    callbacks = default_callbacks(None)
+    assert [type(c).__name__ for c in callbacks] == ["EarlyStopping", "ReduceLROnPlateau"]
+
+
+def test_default_callbacks_without_validation_monitor_training_metrics(tmp_path) -> None:
+    callbacks = default_callbacks(tmp_path, validation=False)
+    monitors = [c.monitor for c in callbacks if hasattr(c, "monitor")]
+    assert monitors == ["loss", "loss", "loss", "accuracy"]
+
+
+def test_default_callbacks_reject_bad_numbers() -> None:
+    with pytest.raises(ValueError, match="patience"):
+        default_callbacks(None, patience=0)
+    with pytest.raises(ValueError, match="reduce_lr_factor"):
+        default_callbacks(None, reduce_lr_factor=1.0)

@@ -1,0 +1,311 @@
+"""`fit` end to end on tiny generated data: results, class weights, resume, fine-tuning."""
+
+from __future__ import annotations
+
+import csv
+import logging
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from cxr_pneumonia.exceptions import TrainingError
+from cxr_pneumonia.training import TrainingResult, fit
+from cxr_pneumonia.training.callbacks import (
+    LOG_FILENAME,
+    MultiMetricEarlyStopping,
+    TargetMetricsReached,
+    default_callbacks,
+)
+from helpers_training import make_splits, tiny_backbone_model, tiny_model
+
+
+class _Interrupt(keras.callbacks.Callback):
+    """Simulates a killed process: raises at the start of epoch ``at`` (0-based)."""
+
+    def __init__(self, at: int) -> None:
+        super().__init__()
+        self.at = at
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        if epoch == self.at:
+            msg = f"interrupted at epoch {epoch}"
+            raise KeyboardInterrupt(msg)
+
+
+def _logged_epochs(folder: Path) -> list[int]:
+    with (folder / LOG_FILENAME).open() as handle:
+        return [int(row["epoch"]) for row in csv.DictReader(handle)]
+
+
+@pytest.fixture(scope="module")
+def data():
+    return make_splits()
+
+
+def test_fit_end_to_end(data, tmp_path) -> None:
+    result = fit(
+        tiny_model(), data, epochs=3, learning_rate=0.05, checkpoint_dir=tmp_path, verbose=0
+    )
+    assert isinstance(result, TrainingResult)
+    for key in ("loss", "accuracy", "precision", "recall", "auc", "pr_auc"):
+        assert len(result.history[key]) == 3
+        assert len(result.history[f"val_{key}"]) == 3
+    assert result.epochs == (0, 1, 2)
+    assert result.phases == ("train",) * 3
+    assert result.epochs_run == 3
+    assert not result.resumed
+    assert result.monitor == "val_loss"
+    assert result.best_epoch == int(np.argmin(result.history["val_loss"]))
+    assert result.best_metrics["val_loss"] == min(result.history["val_loss"])
+    assert set(result.best_metrics) == {
+        "val_loss",
+        "val_accuracy",
+        "val_precision",
+        "val_recall",
+        "val_auc",
+        "val_pr_auc",
+    }
+    assert set(result.checkpoints) == {"best_val_loss", "best_val_accuracy", "log"}
+    assert all(path.is_file() for path in result.checkpoints.values())
+    assert _logged_epochs(tmp_path) == [0, 1, 2]
+    assert not (tmp_path / "backup").exists()  # Keras removes the backup of a finished run
+    assert result.wall_time > 0
+    assert result.replicas == 1
+    reloaded = keras.saving.load_model(result.checkpoints["best_val_loss"])
+    assert reloaded.count_params() == tiny_model().count_params()
+
+
+def test_fit_without_checkpoint_dir_writes_nothing(data, tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = fit(tiny_model(), data, epochs=2, callbacks=None, class_weight=None, verbose=0)
+    assert result.checkpoints == {}
+    assert result.epochs == (0, 1)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_fit_without_validation_monitors_training_metrics(tmp_path, caplog) -> None:
+    data = make_splits(validation=False)
+    with caplog.at_level(logging.WARNING, logger="cxr_pneumonia"):
+        result = fit(tiny_model(), data, epochs=2, checkpoint_dir=tmp_path, verbose=0)
+    assert "no validation split" in caplog.text
+    assert not any(key.startswith("val_") for key in result.history)
+    assert result.monitor == "loss"
+    assert "val_loss" not in result.best_metrics
+    assert result.best_metrics["loss"] == min(result.history["loss"])
+    assert set(result.checkpoints) == {"best_loss", "best_accuracy", "log"}
+
+
+def test_fit_user_callbacks_replace_the_defaults(data) -> None:
+    stop = TargetMetricsReached({"loss": 100.0})
+    result = fit(tiny_model(), data, epochs=3, callbacks=[stop], verbose=0)
+    assert result.epochs == (0,)
+    assert stop.reached_epoch == 0
+
+
+def test_class_weights_scale_the_loss(data) -> None:
+    def first_loss(weights: dict[int, float]) -> float:
+        optimizer = keras.optimizers.SGD(learning_rate=1e-12)  # weights barely move
+        result = fit(
+            tiny_model(),
+            data,
+            epochs=1,
+            optimizer=optimizer,
+            class_weight=weights,
+            callbacks=None,
+            verbose=0,
+        )
+        return result.history["loss"][0]
+
+    plain = first_loss({0: 1.0, 1: 1.0})
+    heavy = first_loss({0: 1.0, 1: 10.0})
+    # Half the images are PNEUMONIA and the untrained model is near 0.5 for all:
+    # weighting them 10x scales the mean loss by about (1 + 10) / 2.
+    assert heavy / plain == pytest.approx(5.5, rel=0.2)
+
+
+def test_class_weights_move_the_decision(data) -> None:
+    def mean_probability(weights: dict[int, float]) -> float:
+        model = tiny_model()
+        fit(
+            model,
+            data,
+            epochs=3,
+            learning_rate=0.05,
+            class_weight=weights,
+            callbacks=None,
+            verbose=0,
+        )
+        return float(model.predict(data.validation, verbose=0).mean())
+
+    assert mean_probability({0: 1.0, 1: 20.0}) > mean_probability({0: 20.0, 1: 1.0}) + 0.1
+
+
+def test_balanced_class_weight_comes_from_the_data(data, monkeypatch) -> None:
+    seen = {}
+    original = keras.Model.fit
+
+    def spy(self, *args, **kwargs):
+        seen["class_weight"] = kwargs["class_weight"]
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(keras.Model, "fit", spy)
+    fit(tiny_model(), data, epochs=1, callbacks=None, verbose=0)
+    assert seen["class_weight"] == dict(data.class_weight)
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"epochs": 0}, "epochs"),
+        ({"learning_rate": -1.0}, "learning_rate"),
+        ({"optimizer": "adagrad"}, "adam, adamw, rmsprop, sgd"),
+        ({"class_weight": "auto"}, "balanced"),
+        ({"class_weight": {0: 1.0}}, "keys 0"),
+        ({"class_weight": {0: 1.0, 1: -2.0}}, r"class_weight\[1\]"),
+        ({"callbacks": "all"}, "callbacks"),
+        ({"callbacks": ["not a callback"]}, "Callback instances"),
+        ({"callbacks": [TargetMetricsReached({"val_acc": 0.9})]}, "'val_acc' is not a metric"),
+        ({"verbose": 3}, "verbose"),
+        ({"fine_tune_epochs": 1}, "no pretrained backbone"),
+    ],
+)
+def test_fit_rejects_bad_options_before_training(data, options, match, tmp_path) -> None:
+    with pytest.raises(ValueError, match=match):
+        fit(tiny_model(), data, checkpoint_dir=tmp_path, **options)
+    assert not (tmp_path / LOG_FILENAME).exists()
+
+
+def test_fit_rejects_validation_targets_without_validation_data() -> None:
+    data = make_splits(validation=False)
+    stopping = MultiMetricEarlyStopping({"val_accuracy": 0.9, "val_recall": 0.9})
+    with pytest.raises(TrainingError, match="'val_accuracy' but the data has no validation split"):
+        fit(tiny_model(), data, callbacks=[stopping])
+
+
+def test_fit_rejects_non_models_and_non_data(data) -> None:
+    with pytest.raises(TypeError, match=r"keras\.Model"):
+        fit("cnn", data)
+    with pytest.raises(TypeError, match="DatasetSplits"):
+        fit(tiny_model(), {"train": None})
+
+
+def test_fit_resumes_after_an_interruption(data, tmp_path) -> None:
+    with pytest.raises(KeyboardInterrupt):
+        fit(
+            tiny_model(),
+            data,
+            epochs=4,
+            callbacks=[*default_callbacks(tmp_path), _Interrupt(at=2)],
+            checkpoint_dir=tmp_path,
+            verbose=0,
+        )
+    assert _logged_epochs(tmp_path) == [0, 1]
+    # A new process: a new model of the same architecture, the same folder.
+    result = fit(tiny_model(seed=5), data, epochs=4, checkpoint_dir=tmp_path, verbose=0)
+    assert result.resumed
+    assert result.epochs_run == 2  # epochs 2 and 3 only
+    assert result.epochs == (0, 1, 2, 3)
+    assert _logged_epochs(tmp_path) == [0, 1, 2, 3]
+    assert len(result.history["val_loss"]) == 4
+
+    again = fit(tiny_model(seed=6), data, epochs=4, checkpoint_dir=tmp_path, verbose=0)
+    assert again.epochs_run == 0  # finished: the final weights are just reloaded
+    assert again.history == result.history
+
+
+def test_resume_false_starts_over(data, tmp_path) -> None:
+    with pytest.raises(KeyboardInterrupt):
+        fit(
+            tiny_model(),
+            data,
+            epochs=3,
+            callbacks=[_Interrupt(at=1)],
+            checkpoint_dir=tmp_path,
+            verbose=0,
+        )
+    result = fit(tiny_model(), data, epochs=3, checkpoint_dir=tmp_path, resume=False, verbose=0)
+    assert not result.resumed
+    assert result.epochs_run == 3
+    assert _logged_epochs(tmp_path) == [0, 1, 2]
+
+
+def test_resume_refuses_another_model(data, tmp_path) -> None:
+    with pytest.raises(KeyboardInterrupt):
+        fit(
+            tiny_model(),
+            data,
+            epochs=3,
+            callbacks=[_Interrupt(at=1)],
+            checkpoint_dir=tmp_path,
+            verbose=0,
+        )
+    with pytest.raises(TrainingError, match="resume=False"):
+        fit(tiny_model(name="other"), data, epochs=3, checkpoint_dir=tmp_path, verbose=0)
+
+
+def test_fine_tune_phase_unfreezes_the_backbone(data, tmp_path) -> None:
+    model = tiny_backbone_model()
+    backbone = model.get_layer("backbone")
+    assert not backbone.trainable
+    frozen = [w.copy() for w in backbone.get_weights()]
+    result = fit(
+        model,
+        data,
+        epochs=2,
+        fine_tune_epochs=2,
+        fine_tune_learning_rate=1e-3,
+        callbacks=None,
+        checkpoint_dir=tmp_path,
+        verbose=0,
+    )
+    assert backbone.trainable
+    assert result.phases == ("train", "train", "fine_tune", "fine_tune")
+    assert result.epochs == (0, 1, 2, 3)
+    assert result.history["learning_rate"] == pytest.approx([1e-3, 1e-3, 1e-3, 1e-3])
+    assert _logged_epochs(tmp_path) == [0, 1, 2, 3]
+    assert any(
+        not np.array_equal(a, b) for a, b in zip(frozen, backbone.get_weights(), strict=True)
+    )
+
+
+def test_fine_tune_uses_its_own_rate_and_optimizer(data) -> None:
+    model = tiny_backbone_model()
+    result = fit(
+        model,
+        data,
+        epochs=1,
+        fine_tune_epochs=1,
+        optimizer=keras.optimizers.SGD(0.01),
+        callbacks=None,
+        verbose=0,
+    )
+    assert result.history["learning_rate"] == pytest.approx([0.01, 1e-5])
+    assert isinstance(model.optimizer, keras.optimizers.SGD)
+
+
+def test_interrupted_fine_tune_resumes_in_its_phase(data, tmp_path) -> None:
+    with pytest.raises(KeyboardInterrupt):
+        fit(
+            tiny_backbone_model(),
+            data,
+            epochs=2,
+            fine_tune_epochs=2,
+            callbacks=[_Interrupt(at=3)],
+            checkpoint_dir=tmp_path,
+            verbose=0,
+        )
+    model = tiny_backbone_model(seed=3)
+    result = fit(model, data, epochs=2, fine_tune_epochs=2, checkpoint_dir=tmp_path, verbose=0)
+    assert result.epochs_run == 1  # epoch 3 only
+    assert result.epochs == (0, 1, 2, 3)
+    assert result.phases == ("train", "train", "fine_tune", "fine_tune")
+    assert model.get_layer("backbone").trainable
+
+
+def test_seed_makes_runs_repeat() -> None:
+    # Fresh pipelines too: a tf.data pipeline that reshuffles every epoch is stateful.
+    first = fit(tiny_model(seed=1), make_splits(), epochs=2, seed=7, callbacks=None, verbose=0)
+    second = fit(tiny_model(seed=1), make_splits(), epochs=2, seed=7, callbacks=None, verbose=0)
+    assert first.history == second.history
