@@ -1,0 +1,38 @@
+"""Model building: the registry of architectures and its helpers.
+
+- :mod:`~cxr_pneumonia.models.registry`: :class:`ModelSpec`, :func:`list_models`,
+  :func:`build_model` (the one entry point).
+- :mod:`~cxr_pneumonia.models.cnn`: the custom CNNs (``cnn``, ``cnn-small``).
+- :mod:`~cxr_pneumonia.models.backbones`: ImageNet backbones with a binary head,
+  :func:`find_backbone`, :func:`set_backbone_trainable`.
+- :mod:`~cxr_pneumonia.models.layers`: the serialisable preprocessing layers.
+
+Never imports :mod:`cxr_pneumonia.data` or :mod:`cxr_pneumonia.training`.
+"""
+
+from __future__ import annotations
+
+from cxr_pneumonia.models.backbones import BACKBONE_NAME, find_backbone, set_backbone_trainable
+from cxr_pneumonia.models.layers import PixelPreprocessing, RepeatChannels
+from cxr_pneumonia.models.registry import (
+    MODELS,
+    ModelSpec,
+    build_model,
+    get_model_spec,
+    imagenet_weights_path,
+    list_models,
+)
+
+__all__ = [
+    "BACKBONE_NAME",
+    "MODELS",
+    "ModelSpec",
+    "PixelPreprocessing",
+    "RepeatChannels",
+    "build_model",
+    "find_backbone",
+    "get_model_spec",
+    "imagenet_weights_path",
+    "list_models",
+    "set_backbone_trainable",
+]

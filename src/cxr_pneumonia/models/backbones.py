@@ -1,0 +1,128 @@
+"""ImageNet backbones from ``keras.applications`` with a binary classification head.
+
+Every backbone model is::
+
+    image (H, W, 1|3), raw 0..255
+      -> RepeatChannels(3)            1 channel -> 3 identical channels
+      -> PixelPreprocessing(mode)     the backbone's own preprocess_input
+      -> "backbone"                   keras.applications.<App>(include_top=False),
+                                      called with training=False
+      -> GlobalAveragePooling2D -> [Dense(units, relu) -> Dropout]... -> Dropout
+      -> Dense(1, sigmoid, float32)
+
+The base is a nested ``keras.Model`` named :data:`BACKBONE_NAME` (find it with
+:func:`find_backbone`, e.g. for Grad-CAM on its last convolution). It is always
+called with ``training=False``, so its batch normalization layers stay in
+inference mode, also when unfrozen for fine-tuning (the usual transfer learning
+practice: fine-tuning does not wreck the ImageNet statistics on small batches).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import keras
+from keras import layers
+
+from cxr_pneumonia.models.layers import PixelPreprocessing, RepeatChannels
+
+__all__ = ["BACKBONE_NAME", "build_backbone_classifier", "find_backbone", "set_backbone_trainable"]
+
+BACKBONE_NAME = "backbone"
+"""Name of the nested ``keras.applications`` model inside a backbone classifier."""
+
+
+def build_backbone_classifier(
+    input_shape: tuple[int, int, int],
+    *,
+    application: str,
+    preprocessing: str,
+    head_units: Sequence[int] = (),
+    dropout: float,
+    base_weights: str | None = None,
+    freeze_backbone: bool = True,
+    name: str,
+) -> keras.Model:
+    """Build ``keras.applications.<application>`` under a binary head.
+
+    Args:
+        input_shape: ``(height, width, channels)``, channels 1 or 3, height and
+            width at least 32.
+        application: Name of the constructor in ``keras.applications``
+            (``"VGG19"``, ``"ResNet50"``, ``"DenseNet121"``, ``"EfficientNetB0"``).
+        preprocessing: :class:`PixelPreprocessing` mode of that backbone.
+        head_units: Units of the ReLU dense layers between pooling and the
+            output (each followed by dropout).
+        dropout: Dropout rate of the head.
+        base_weights: Path of the base's ``include_top=False`` weights file
+            (e.g. the ImageNet ``*_notop.h5``), or ``None`` for random weights.
+        freeze_backbone: Freeze the base (``trainable=False``).
+        name: Model name.
+
+    Returns:
+        An uncompiled model with one sigmoid output (float32).
+    """
+    constructor = getattr(keras.applications, application)
+    base = constructor(
+        include_top=False,
+        weights=base_weights,
+        input_shape=(input_shape[0], input_shape[1], 3),
+        name=BACKBONE_NAME,
+    )
+    base.trainable = not freeze_backbone
+    inputs = keras.Input(shape=input_shape, name="image")
+    x = RepeatChannels(3, name="to_rgb")(inputs)
+    x = PixelPreprocessing(preprocessing, name="preprocess")(x)
+    x = base(x, training=False)
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    for index, units in enumerate(head_units, start=1):
+        x = layers.Dense(units, activation="relu", name=f"head_dense{index}")(x)
+        x = layers.Dropout(dropout, name=f"head_dropout{index}")(x)
+    if not head_units:
+        x = layers.Dropout(dropout, name="head_dropout")(x)
+    outputs = layers.Dense(1, activation="sigmoid", dtype="float32", name="pneumonia")(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def find_backbone(model: keras.Model) -> keras.Model | None:
+    """Return the nested ImageNet base of a backbone classifier.
+
+    Args:
+        model: A model from :func:`~cxr_pneumonia.build_model` (or loaded from
+            one saved with it).
+
+    Returns:
+        The nested model named :data:`BACKBONE_NAME`, or ``None`` when the
+        model has none (the custom CNNs).
+    """
+    for layer in model.layers:
+        if layer.name == BACKBONE_NAME and isinstance(layer, keras.Model):
+            return layer
+    return None
+
+
+def set_backbone_trainable(model: keras.Model, trainable: bool) -> keras.Model:
+    """Freeze or unfreeze the ImageNet base (for a fine-tuning phase).
+
+    The base keeps running its batch normalization in inference mode. Compile
+    the model again after calling this, so the optimizer sees the change.
+
+    Args:
+        model: A backbone classifier from :func:`~cxr_pneumonia.build_model`.
+        trainable: ``True`` to unfreeze, ``False`` to freeze.
+
+    Returns:
+        The same model, for chaining.
+
+    Raises:
+        ValueError: If the model has no backbone (a custom CNN).
+    """
+    base = find_backbone(model)
+    if base is None:
+        msg = (
+            f"model {model.name!r} has no {BACKBONE_NAME!r} sub-model to (un)freeze; "
+            "only the ImageNet backbone models have one"
+        )
+        raise ValueError(msg)
+    base.trainable = bool(trainable)
+    return model

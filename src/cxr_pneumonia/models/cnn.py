@@ -1,0 +1,150 @@
+"""The custom convolutional networks: ``cnn`` (the reference notebook) and ``cnn-small``.
+
+Both take raw ``0..255`` pixels with the channel count of ``input_shape``
+(1 for grayscale, 3 for RGB) and scale them to ``[0, 1]`` inside the graph
+(:class:`~cxr_pneumonia.models.layers.PixelPreprocessing`). An input with the
+other channel count is the caller's job to convert (``prepare_image(...,
+color_mode=...)``); the model's input shape says which it expects.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+from cxr_pneumonia.models.layers import PixelPreprocessing
+
+__all__ = ["build_cnn", "build_cnn_small"]
+
+CNN_FILTERS: tuple[int, ...] = (8, 16, 32, 64, 128, 256, 512, 1024)
+"""Filters of the eight conv blocks of ``cnn``."""
+
+CNN_BLOCK_DROPOUT = 0.2
+"""Default dropout rate after blocks 6, 7 and 8 of ``cnn``."""
+
+CNN_DENSE_DROPOUT = 0.5
+"""Default dropout rate after the 1024-unit dense layer of ``cnn``."""
+
+CNN_SMALL_DROPOUT = 0.3
+"""Default dropout rate before the classifier of ``cnn-small``."""
+
+CNN_SMALL_STAGES: tuple[tuple[int, int], ...] = ((48, 1), (96, 2), (192, 2))
+"""``(filters, residual blocks)`` of the separable stages of ``cnn-small``."""
+
+
+def build_cnn(
+    input_shape: tuple[int, int, int], *, dropout: float | None = None, name: str = "cnn"
+) -> keras.Model:
+    """The custom CNN of the reference notebook.
+
+    Eight blocks of ``Conv2D(3x3, "same")`` -> ``LeakyReLU`` ->
+    ``BatchNormalization`` (from the third block on) -> ``MaxPooling2D(2x2)``,
+    with 8, 16, ..., 1024 filters, dropout after blocks 6, 7 and 8, then
+    ``Flatten``, ``Dense(1024)`` + dropout and ``Dense(1, sigmoid)``. At
+    ``(300, 300, 3)`` it has 7,352,017 parameters (7,347,985 trainable), as in
+    the notebook's summary.
+
+    Pooling is skipped along an axis whose feature map is already 1 pixel
+    wide, so the model also builds at 224 px (or 32 px), where the notebook's
+    last poolings would fail; at 300 px every block pools, as in the notebook.
+
+    Args:
+        input_shape: ``(height, width, channels)``.
+        dropout: Rate of every dropout layer; ``None`` uses
+            :data:`CNN_BLOCK_DROPOUT` after the conv blocks and
+            :data:`CNN_DENSE_DROPOUT` after the dense layer.
+        name: Model name.
+
+    Returns:
+        An uncompiled model with one sigmoid output (float32).
+    """
+    block_rate = CNN_BLOCK_DROPOUT if dropout is None else dropout
+    dense_rate = CNN_DENSE_DROPOUT if dropout is None else dropout
+    inputs = keras.Input(shape=input_shape, name="image")
+    x = PixelPreprocessing("unit", name="preprocess")(inputs)
+    height, width = input_shape[0], input_shape[1]
+    for index, filters in enumerate(CNN_FILTERS, start=1):
+        x = layers.Conv2D(filters, 3, padding="same", name=f"block{index}_conv")(x)
+        x = layers.LeakyReLU(name=f"block{index}_act")(x)
+        if index >= 3:
+            x = layers.BatchNormalization(name=f"block{index}_bn")(x)
+        pool = (2 if height >= 2 else 1, 2 if width >= 2 else 1)
+        if pool != (1, 1):
+            x = layers.MaxPooling2D(pool, name=f"block{index}_pool")(x)
+            height, width = height // pool[0], width // pool[1]
+        if index >= 6:
+            x = layers.Dropout(block_rate, name=f"block{index}_dropout")(x)
+    x = layers.Flatten(name="flatten")(x)
+    x = layers.Dense(1024, name="dense")(x)
+    x = layers.LeakyReLU(name="dense_act")(x)
+    x = layers.Dropout(dense_rate, name="dense_dropout")(x)
+    outputs = layers.Dense(1, activation="sigmoid", dtype="float32", name="pneumonia")(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def _conv_bn(x: keras.KerasTensor, filters: int, strides: int, name: str) -> keras.KerasTensor:
+    x = layers.Conv2D(
+        filters, 3, strides=strides, padding="same", use_bias=False, name=f"{name}_conv"
+    )(x)
+    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    return layers.ReLU(name=f"{name}_relu")(x)
+
+
+def _separable_block(
+    x: keras.KerasTensor, filters: int, strides: int, name: str
+) -> keras.KerasTensor:
+    """Two depthwise-separable 3x3 convs with BN, plus a (projected) shortcut."""
+    shortcut = x
+    if strides != 1 or x.shape[-1] != filters:
+        if strides != 1:
+            shortcut = layers.AveragePooling2D(strides, padding="same", name=f"{name}_skip_pool")(
+                shortcut
+            )
+        shortcut = layers.Conv2D(filters, 1, use_bias=False, name=f"{name}_skip_conv")(shortcut)
+        shortcut = layers.BatchNormalization(name=f"{name}_skip_bn")(shortcut)
+    y = layers.SeparableConv2D(
+        filters, 3, strides=strides, padding="same", use_bias=False, name=f"{name}_sep1"
+    )(x)
+    y = layers.BatchNormalization(name=f"{name}_bn1")(y)
+    y = layers.ReLU(name=f"{name}_relu1")(y)
+    y = layers.SeparableConv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_sep2")(y)
+    y = layers.BatchNormalization(name=f"{name}_bn2")(y)
+    y = layers.Add(name=f"{name}_add")([shortcut, y])
+    return layers.ReLU(name=f"{name}_out")(y)
+
+
+def build_cnn_small(
+    input_shape: tuple[int, int, int], *, dropout: float | None = None, name: str = "cnn-small"
+) -> keras.Model:
+    """A small, CPU-friendly residual CNN (about 0.21 M parameters).
+
+    Designed for accuracy per CPU second on grayscale radiographs at 128-224
+    px: two strided 3x3 convolutions bring the image to 1/4 of its size
+    cheaply (chest X-ray findings are coarse), then three stages of residual
+    blocks of depthwise-separable convolutions with batch normalization
+    (:data:`CNN_SMALL_STAGES`; each stage starts with a stride-2 block),
+    global average pooling, dropout and a sigmoid unit. Global pooling makes
+    the parameter count independent of the input size.
+
+    Args:
+        input_shape: ``(height, width, channels)``.
+        dropout: Rate of the dropout before the classifier; ``None`` uses
+            :data:`CNN_SMALL_DROPOUT`.
+        name: Model name.
+
+    Returns:
+        An uncompiled model with one sigmoid output (float32).
+    """
+    rate = CNN_SMALL_DROPOUT if dropout is None else dropout
+    inputs = keras.Input(shape=input_shape, name="image")
+    x = PixelPreprocessing("unit", name="preprocess")(inputs)
+    x = _conv_bn(x, 16, 2, "stem1")
+    x = _conv_bn(x, 32, 2, "stem2")
+    for stage, (filters, blocks) in enumerate(CNN_SMALL_STAGES, start=1):
+        for block in range(1, blocks + 1):
+            strides = 2 if block == 1 else 1
+            x = _separable_block(x, filters, strides, f"stage{stage}_block{block}")
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    x = layers.Dropout(rate, name="dropout")(x)
+    outputs = layers.Dense(1, activation="sigmoid", dtype="float32", name="pneumonia")(x)
+    return keras.Model(inputs, outputs, name=name)

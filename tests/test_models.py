@@ -1,0 +1,330 @@
+"""The model registry, builders, preprocessing layers and weights handling.
+
+Tiny inputs only (32 px, the smallest size every keras.applications base
+accepts) and ``weights=None``: no download ever happens here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from cxr_pneumonia.exceptions import UnknownModelError, WeightsUnavailableError
+from cxr_pneumonia.models import (
+    BACKBONE_NAME,
+    MODELS,
+    PixelPreprocessing,
+    RepeatChannels,
+    build_model,
+    find_backbone,
+    get_model_spec,
+    list_models,
+    set_backbone_trainable,
+)
+
+ALL_MODELS = ("cnn", "cnn-small", "densenet121", "efficientnetb0", "resnet50", "vgg19")
+SIZE = 32
+
+
+def _pixels(channels: int, count: int = 2, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, size=(count, SIZE, SIZE, channels), dtype=np.uint8)
+
+
+def _block_downloads(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """Point KERAS_HOME at an empty folder and make every download fail offline."""
+    from keras.src.utils import file_utils
+
+    home = tmp_path / "keras_home"
+    home.mkdir()
+    monkeypatch.setenv("KERAS_HOME", str(home))
+
+    def no_network(*args: object, **kwargs: object) -> None:
+        raise OSError("network disabled in tests")
+
+    monkeypatch.setattr(file_utils, "urlretrieve", no_network)
+    return home
+
+
+# --- registry -----------------------------------------------------------------------
+
+
+def test_list_models_reads_the_registry() -> None:
+    assert list_models() == ALL_MODELS
+    assert tuple(sorted(MODELS)) == list_models()
+    for name in list_models():
+        spec = get_model_spec(name)
+        assert spec.name == name
+        assert spec.kind in ("custom", "backbone")
+        assert dataclasses.is_dataclass(spec)
+        if spec.kind == "backbone":
+            assert spec.application is not None
+            assert spec.weights_file is not None
+            assert spec.weights_file.endswith("notop.h5")
+            assert spec.weights_hash is not None
+
+
+def test_model_spec_is_frozen() -> None:
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        get_model_spec("cnn").name = "other"  # type: ignore[misc]
+
+
+def test_unknown_model_lists_the_choices() -> None:
+    with pytest.raises(UnknownModelError) as info:
+        build_model("resnet5")
+    expected = (
+        "unknown model 'resnet5'; choose one of: cnn, cnn-small, densenet121, "
+        "efficientnetb0, resnet50, vgg19"
+    )
+    assert str(info.value) == expected
+    assert isinstance(info.value, ValueError)
+    assert isinstance(info.value, KeyError)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"input_shape": (32, 32)}, ValueError),
+        ({"input_shape": (32, 32, 2)}, ValueError),
+        ({"input_shape": (16, 16, 1)}, ValueError),
+        ({"input_shape": (32.5, 32, 1)}, ValueError),
+        ({"dropout": 1.0}, ValueError),
+        ({"dropout": -0.1}, ValueError),
+        ({"weights": 3}, ValueError),
+        ({"weights": "model.pt"}, ValueError),
+        ({"freeze_backbone": "yes"}, TypeError),
+        ({"strategy": "mirrored"}, TypeError),
+    ],
+)
+def test_arguments_are_checked_before_building(
+    monkeypatch: pytest.MonkeyPatch, kwargs: dict[str, object], error: type[Exception]
+) -> None:
+    def fail(*args: object, **kw: object) -> None:
+        raise AssertionError("a graph was built before the arguments were checked")
+
+    spec = dataclasses.replace(get_model_spec("cnn-small"), builder=fail)
+    monkeypatch.setitem(MODELS, "cnn-small", spec)
+    options: dict[str, object] = {"input_shape": (SIZE, SIZE, 1), "weights": None, **kwargs}
+    with pytest.raises(error):
+        build_model("cnn-small", **options)  # type: ignore[arg-type]
+
+
+# --- every model --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_every_model_builds_predicts_and_round_trips(name: str, tmp_path: Path) -> None:
+    for channels in (1, 3):
+        model = build_model(name, input_shape=(SIZE, SIZE, channels), weights=None)
+        assert model.name == name
+        assert model.output.dtype == "float32"
+        images = _pixels(channels)
+        probabilities = model.predict(images, verbose=0)
+        assert probabilities.shape == (2, 1)
+        assert probabilities.dtype == np.float32
+        assert np.all((probabilities >= 0) & (probabilities <= 1))
+    # The last model (3 channels): save, load in safe mode, same outputs.
+    path = tmp_path / f"{name}.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True, compile=False)
+    assert loaded.name == name
+    np.testing.assert_allclose(loaded.predict(images, verbose=0), probabilities, rtol=0, atol=0)
+
+
+def test_uint8_and_float_inputs_agree() -> None:
+    model = build_model("cnn-small", input_shape=(SIZE, SIZE, 1), weights=None)
+    images = _pixels(1)
+    from_uint8 = model(images, training=False)
+    from_float = model(images.astype("float32"), training=False)
+    np.testing.assert_allclose(np.asarray(from_uint8), np.asarray(from_float), atol=1e-6)
+
+
+def test_cnn_matches_the_reference_parameter_count() -> None:
+    model = build_model("cnn", input_shape=(300, 300, 3), weights=None)
+    trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    assert model.count_params() == 7_352_017
+    assert trainable == 7_347_985
+    # The notebook pools in all eight blocks at 300 px: 300 -> 1 px.
+    assert len([la for la in model.layers if isinstance(la, keras.layers.MaxPooling2D)]) == 8
+
+
+def test_cnn_builds_at_224_without_pooling_a_1x1_map() -> None:
+    model = build_model("cnn", input_shape=(224, 224, 1), weights=None)
+    assert model.get_layer("flatten").output.shape[-1] == 1024
+
+
+def test_cnn_small_is_small() -> None:
+    model = build_model("cnn-small", input_shape=(224, 224, 1), weights=None)
+    assert model.count_params() < 1_000_000
+
+
+def test_dropout_option_sets_the_rates() -> None:
+    model = build_model("cnn", input_shape=(SIZE, SIZE, 1), weights=None, dropout=0.1)
+    rates = {la.rate for la in model.layers if isinstance(la, keras.layers.Dropout)}
+    assert rates == {0.1}
+
+
+# --- backbones ----------------------------------------------------------------------
+
+
+def test_backbone_is_frozen_and_can_be_unfrozen() -> None:
+    model = build_model("efficientnetb0", input_shape=(SIZE, SIZE, 1), weights=None)
+    base = find_backbone(model)
+    assert base is not None
+    assert base.name == BACKBONE_NAME
+    assert not base.trainable
+    head_only = len(model.trainable_weights)
+    assert head_only == 2  # the output dense layer
+    set_backbone_trainable(model, True)
+    assert base.trainable
+    assert len(model.trainable_weights) > head_only
+    set_backbone_trainable(model, False)
+    assert len(model.trainable_weights) == head_only
+
+    unfrozen = build_model(
+        "efficientnetb0", input_shape=(SIZE, SIZE, 3), weights=None, freeze_backbone=False
+    )
+    assert find_backbone(unfrozen).trainable  # type: ignore[union-attr]
+
+
+def test_custom_cnn_has_no_backbone() -> None:
+    model = build_model("cnn-small", input_shape=(SIZE, SIZE, 1), weights=None)
+    assert find_backbone(model) is None
+    with pytest.raises(ValueError, match="no 'backbone'"):
+        set_backbone_trainable(model, True)
+
+
+def test_vgg19_head_has_a_dense_layer() -> None:
+    model = build_model("vgg19", input_shape=(SIZE, SIZE, 1), weights=None)
+    assert model.get_layer("head_dense1").units == 256
+
+
+# --- preprocessing layers -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("mode", "reference"),
+    [
+        ("caffe", keras.applications.vgg19.preprocess_input),
+        ("torch", keras.applications.densenet.preprocess_input),
+        ("raw", keras.applications.efficientnet.preprocess_input),
+    ],
+)
+def test_preprocessing_matches_keras_applications(mode: str, reference: object) -> None:
+    images = _pixels(3)
+    expected = reference(images.astype("float32"))  # type: ignore[operator]
+    got = PixelPreprocessing(mode)(images)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(expected), rtol=1e-5, atol=1e-4)
+
+
+def test_unit_preprocessing_and_channel_repeat() -> None:
+    images = _pixels(1)
+    scaled = np.asarray(PixelPreprocessing("unit")(images))
+    np.testing.assert_allclose(scaled, images / 255.0, atol=1e-6)
+    rgb = np.asarray(RepeatChannels(3)(images))
+    assert rgb.shape == (2, SIZE, SIZE, 3)
+    assert np.array_equal(rgb[..., 2], images[..., 0])
+    with pytest.raises(ValueError, match="preprocessing mode"):
+        PixelPreprocessing("imagenet")
+
+
+# --- weights ------------------------------------------------------------------------
+
+
+def test_imagenet_is_refused_for_custom_cnns() -> None:
+    for name in ("cnn", "cnn-small"):
+        with pytest.raises(ValueError, match="not available for"):
+            build_model(name, weights="imagenet")
+
+
+def test_missing_imagenet_weights_offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    home = _block_downloads(monkeypatch, tmp_path)
+    with pytest.raises(WeightsUnavailableError) as info:
+        build_model("resnet50", input_shape=(SIZE, SIZE, 1))  # weights="auto"
+    message = str(info.value)
+    assert "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5" in message
+    assert str(home / "models") in message
+    assert isinstance(info.value, OSError)
+
+
+def test_imagenet_weights_placed_by_hand_work_offline(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import h5py
+    from keras.src.legacy.saving import legacy_h5_format
+
+    home = _block_downloads(monkeypatch, tmp_path)
+    spec = get_model_spec("efficientnetb0")
+    # A stand-in for the ImageNet file, in Keras' legacy h5 format, at the right place.
+    source = keras.applications.EfficientNetB0(
+        include_top=False, weights=None, input_shape=(SIZE, SIZE, 3)
+    )
+    target = home / "models" / spec.weights_file  # type: ignore[operator]
+    target.parent.mkdir()
+    with h5py.File(target, "w") as handle:
+        legacy_h5_format.save_weights_to_hdf5_group(handle, source)
+    digest = hashlib.md5(target.read_bytes()).hexdigest()  # MD5, as Keras checks it
+    monkeypatch.setitem(MODELS, spec.name, dataclasses.replace(spec, weights_hash=digest))
+
+    model = build_model("efficientnetb0", input_shape=(SIZE, SIZE, 1), weights="imagenet")
+    base = find_backbone(model)
+    assert base is not None
+    for got, want in zip(base.weights, source.weights, strict=True):
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+
+    # A corrupt file (wrong hash) is not trusted.
+    target.write_bytes(b"not the weights")
+    with pytest.raises(WeightsUnavailableError, match=spec.weights_file):
+        build_model("efficientnetb0", input_shape=(SIZE, SIZE, 1), weights="imagenet")
+
+
+@pytest.mark.parametrize("suffix", [".weights.h5", ".keras"])
+def test_weights_from_a_path(tmp_path: Path, suffix: str) -> None:
+    source = build_model("cnn-small", input_shape=(SIZE, SIZE, 1), weights=None)
+    path = tmp_path / f"trained{suffix}"
+    if suffix == ".keras":
+        source.save(path)
+    else:
+        source.save_weights(path)
+    model = build_model("cnn-small", input_shape=(SIZE, SIZE, 1), weights=path)
+    images = _pixels(1)
+    np.testing.assert_array_equal(
+        model.predict(images, verbose=0), source.predict(images, verbose=0)
+    )
+
+
+def test_weights_path_errors(tmp_path: Path) -> None:
+    with pytest.raises(WeightsUnavailableError, match="does not exist"):
+        build_model("cnn-small", input_shape=(SIZE, SIZE, 1), weights=tmp_path / "x.weights.h5")
+    other = build_model("cnn-small", input_shape=(SIZE, SIZE, 3), weights=None)
+    path = tmp_path / "three.weights.h5"
+    other.save_weights(path)
+    with pytest.raises(ValueError, match="does not fit"):
+        build_model("cnn", input_shape=(SIZE, SIZE, 1), weights=path)
+
+
+# --- strategy and precision ---------------------------------------------------------
+
+
+def test_model_keeps_its_strategy() -> None:
+    import tensorflow as tf
+
+    strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
+    model = build_model("cnn-small", input_shape=(SIZE, SIZE, 1), weights=None, strategy=strategy)
+    assert model.distribute_strategy is strategy
+
+
+def test_output_is_float32_under_mixed_precision() -> None:
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model = build_model("cnn-small", input_shape=(SIZE, SIZE, 1), weights=None)
+        assert model.get_layer("stage1_block1_sep1").compute_dtype == "float16"
+        assert model.predict(_pixels(1), verbose=0).dtype == np.float32
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
