@@ -1,0 +1,674 @@
+"""The ``cxr-pneumonia`` command line: a thin face over the library.
+
+Run ``cxr-pneumonia --help`` for the subcommands::
+
+    cxr-pneumonia predict xray.jpeg scans/ "more/*.png" [--model BUNDLE] [--format json]
+    cxr-pneumonia explain xray.jpeg --out heatmap.png
+    cxr-pneumonia train --data-dir chest_xray --model cnn-small --epochs 30 --out bundles/cnn
+    cxr-pneumonia evaluate bundles/cnn --data-dir chest_xray --split test [--format json]
+    cxr-pneumonia export bundles/cnn --format savedmodel|tflite --out PATH
+    cxr-pneumonia download kermany2018
+    cxr-pneumonia datasets | models | info
+    cxr-pneumonia summary --data-dir chest_xray
+
+Results go to standard output, progress, logs and errors to standard error.
+Exit codes: 0 on success; 1 when some inputs failed or an operation failed
+(each failure is named on standard error); 2 for usage errors (bad options).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import glob
+import importlib
+import io
+import json
+import logging
+import os
+import shlex
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from cxr_pneumonia._version import __version__
+from cxr_pneumonia.exceptions import BundleError, CXRPneumoniaError
+
+__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "main"]
+
+EXIT_OK = 0
+"""Everything asked for was done."""
+EXIT_FAILED = 1
+"""Some inputs failed, or the operation failed."""
+EXIT_USAGE = 2
+"""The command line was wrong (as argparse reports)."""
+
+_PROG = "cxr-pneumonia"
+_logger = logging.getLogger("cxr_pneumonia")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line.
+
+    This is the ``cxr-pneumonia`` console script; its return value is the exit
+    code.
+
+    Args:
+        argv: The arguments (without the program name); ``None`` reads
+            ``sys.argv[1:]``.
+
+    Returns:
+        The exit code: 0 success, 1 some inputs or the operation failed, 2 usage error.
+
+    Example:
+        >>> main(["predict", "xray.jpeg", "--model", "bundles/cnn"])  # doctest: +SKIP
+        0
+    """
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    parser = _parser()
+    try:
+        args = parser.parse_args(arguments)
+    except SystemExit as exc:  # argparse exits 2 on usage errors, 0 on --help / --version
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    args.argv = arguments
+    if not args.verbose:
+        # Read by TensorFlow's C++ logging when it is first imported (lazily, below).
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    with _log_to_stderr(logging.DEBUG if args.verbose else logging.INFO):
+        try:
+            return int(args.handler(args))
+        except (CXRPneumoniaError, OSError, ValueError) as exc:
+            _error(str(exc))
+            return EXIT_FAILED
+        except KeyboardInterrupt:
+            _error("interrupted")
+            return 130
+
+
+@contextlib.contextmanager
+def _log_to_stderr(level: int) -> Iterator[None]:
+    """Show the package's log records on stderr while a command runs (no global config)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    old_level, old_propagate = _logger.level, _logger.propagate
+    _logger.addHandler(handler)
+    _logger.setLevel(level)
+    _logger.propagate = False
+    try:
+        yield
+    finally:
+        _logger.removeHandler(handler)
+        _logger.setLevel(old_level)
+        _logger.propagate = old_propagate
+
+
+def _error(message: str) -> None:
+    print(f"{_PROG}: error: {message}", file=sys.stderr)
+
+
+# --- parser ----------------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=_PROG,
+        description=(
+            "Classify pediatric chest X-rays as NORMAL or PNEUMONIA; train, evaluate, export."
+        ),
+        epilog="Exit codes: 0 success, 1 some inputs or the operation failed, 2 usage error.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show debug logs")
+    commands = parser.add_subparsers(title="commands", dest="command", required=True)
+
+    predict = commands.add_parser("predict", help="predict image files, folders or globs")
+    predict.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="image files, folders (searched recursively) "
+        "or glob patterns (quote them: 'scans/**/*.png')",
+    )
+    _add_model_option(predict)
+    predict.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    predict.add_argument(
+        "--threshold", type=_probability, help="decision threshold (default: the bundle's)"
+    )
+    predict.add_argument(
+        "--errors",
+        choices=("raise", "skip"),
+        default="skip",
+        help="raise: stop at the first unreadable input; skip: report it and go on (default)",
+    )
+    predict.add_argument("--batch-size", type=_positive_int, default=32)
+    predict.set_defaults(handler=_cmd_predict)
+
+    explain = commands.add_parser("explain", help="write a Grad-CAM overlay of one image")
+    explain.add_argument("input", metavar="INPUT", help="one image file")
+    explain.add_argument("--out", required=True, metavar="PNG", help="where to write the overlay")
+    _add_model_option(explain)
+    explain.add_argument("--layer", help="convolutional layer (default: the last one)")
+    explain.add_argument("--alpha", type=_probability, default=0.4, help="heatmap opacity")
+    explain.set_defaults(handler=_cmd_explain)
+
+    train = commands.add_parser("train", help="train a model and save it as a bundle")
+    _add_data_options(train)
+    train.add_argument("--model", default="cnn-small", help="registry name (see `models`)")
+    train.add_argument("--epochs", type=_positive_int, default=30)
+    train.add_argument("--batch-size", type=_positive_int, default=32)
+    train.add_argument("--image-size", type=_positive_int, default=224, help="side in pixels")
+    train.add_argument("--color-mode", choices=("grayscale", "rgb"), default="grayscale")
+    train.add_argument("--optimizer", choices=("adam", "adamw", "rmsprop", "sgd"), default="adam")
+    train.add_argument("--learning-rate", type=_positive_float, default=1e-3)
+    train.add_argument("--dropout", type=_fraction, help="dropout rate (default: the model's)")
+    train.add_argument(
+        "--validation-fraction",
+        type=_fraction,
+        default=0.1,
+        help="share of training patients held out for early stopping and the threshold",
+    )
+    train.add_argument(
+        "--weights",
+        default="auto",
+        help="auto (ImageNet for backbones), imagenet, none, or a weights file",
+    )
+    train.add_argument("--fine-tune-epochs", type=_non_negative_int, default=0)
+    train.add_argument("--fine-tune-learning-rate", type=_positive_float, default=1e-5)
+    train.add_argument(
+        "--target-sensitivity",
+        type=_probability,
+        default=0.97,
+        help="choose the decision threshold for this validation sensitivity (default 0.97)",
+    )
+    train.add_argument(
+        "--no-class-weight",
+        dest="class_weight",
+        action="store_false",
+        help="don't weigh the classes to balance them",
+    )
+    train.add_argument("--no-augment", dest="augment", action="store_false")
+    train.add_argument(
+        "--checkpoint-dir", help="checkpoints and resume state (default: OUT.checkpoints)"
+    )
+    train.add_argument(
+        "--no-resume",
+        dest="resume",
+        action="store_false",
+        help="start over instead of resuming the run in --checkpoint-dir",
+    )
+    train.add_argument("--seed", type=_non_negative_int, default=0)
+    train.add_argument("--out", required=True, metavar="BUNDLE", help="bundle folder to write")
+    train.add_argument("--overwrite", action="store_true", help="replace an existing bundle")
+    train.set_defaults(handler=_cmd_train)
+
+    evaluate = commands.add_parser("evaluate", help="evaluate a bundle on a data set")
+    evaluate.add_argument("bundle", metavar="BUNDLE")
+    _add_data_options(evaluate)
+    evaluate.add_argument("--split", choices=("train", "validation", "test"), default="test")
+    evaluate.add_argument("--threshold", type=_probability, help="default: the bundle's")
+    evaluate.add_argument("--format", choices=("table", "json"), default="table")
+    evaluate.add_argument("--batch-size", type=_positive_int, default=32)
+    evaluate.add_argument(
+        "--validation-fraction",
+        type=_fraction,
+        default=0.1,
+        help="as in training, for --split validation",
+    )
+    evaluate.add_argument("--seed", type=_non_negative_int, default=0)
+    evaluate.set_defaults(handler=_cmd_evaluate)
+
+    export = commands.add_parser(
+        "export", help="export a bundle as a SavedModel (TF Serving) or a TFLite file"
+    )
+    export.add_argument("bundle", metavar="BUNDLE")
+    export.add_argument("--format", choices=("savedmodel", "tflite"), required=True)
+    export.add_argument("--out", required=True, metavar="PATH")
+    export.add_argument("--overwrite", action="store_true")
+    export.set_defaults(handler=_cmd_export)
+
+    download = commands.add_parser("download", help="download a data set into the cache")
+    download.add_argument("name", help="data set name (see `datasets`)")
+    download.add_argument("--cache-dir", help=_CACHE_HELP)
+    download.add_argument("--no-progress", dest="progress", action="store_false")
+    download.set_defaults(handler=_cmd_download)
+
+    summary = commands.add_parser("summary", help="summarise a data set: splits, patients, classes")
+    _add_data_options(summary)
+    summary.add_argument("--validation-fraction", type=_fraction, default=0.1)
+    summary.add_argument("--image-size", type=_positive_int, default=224)
+    summary.add_argument("--seed", type=_non_negative_int, default=0)
+    summary.set_defaults(handler=_cmd_summary)
+
+    commands.add_parser("datasets", help="list the data set registry").set_defaults(
+        handler=_cmd_datasets
+    )
+    commands.add_parser("models", help="list the model registry").set_defaults(handler=_cmd_models)
+    commands.add_parser("info", help="versions, devices, cache folder").set_defaults(
+        handler=_cmd_info
+    )
+    return parser
+
+
+_CACHE_HELP = "cache folder (default: CXR_PNEUMONIA_CACHE_DIR or the OS cache)"
+
+
+def _add_model_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model", metavar="BUNDLE", help="model bundle folder (default: the shipped model)"
+    )
+
+
+def _add_data_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument("--data-dir", metavar="DIR", help="a folder of images in a known layout")
+    group.add_argument("--dataset", metavar="NAME", help="a registered data set (see `datasets`)")
+    parser.add_argument("--cache-dir", help=_CACHE_HELP)
+    parser.add_argument("--no-progress", dest="progress", action="store_false")
+
+
+def _number(text: str, kind: type) -> Any:
+    try:
+        return kind(text)
+    except ValueError:
+        what = "an integer" if kind is int else "a number"
+        msg = f"must be {what}, got {text!r}"
+        raise argparse.ArgumentTypeError(msg) from None
+
+
+def _positive_int(text: str) -> int:
+    value: int = _number(text, int)
+    if value <= 0:
+        msg = f"must be a positive integer, got {text}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value: int = _number(text, int)
+    if value < 0:
+        msg = f"must be 0 or more, got {text}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value: float = _number(text, float)
+    if not value > 0.0 or value == float("inf"):
+        msg = f"must be a positive number, got {text}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def _probability(text: str) -> float:
+    value: float = _number(text, float)
+    if not 0.0 <= value <= 1.0:  # also refuses nan
+        msg = f"must be between 0 and 1, got {text}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = _probability(text)
+    if value >= 1.0:
+        msg = f"must be in [0, 1), got {text}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+# --- predict, explain ------------------------------------------------------------------
+
+
+def _load_predictor(bundle: str | None, *, batch_size: int = 32) -> Any:
+    from cxr_pneumonia.predictor import Predictor
+
+    if bundle is not None:
+        return Predictor.load(bundle, batch_size=batch_size)
+    try:
+        return Predictor.default(batch_size=batch_size)
+    except BundleError as exc:
+        msg = f"{exc}; or pass --model BUNDLE (a folder written by `{_PROG} train`)"
+        raise BundleError(msg) from exc
+
+
+def _expand_inputs(patterns: Sequence[str]) -> tuple[list[str], list[tuple[str, str]]]:
+    """Return the files to predict and ``(pattern, reason)`` for patterns that gave none."""
+    from cxr_pneumonia.images import IMAGE_EXTENSIONS
+
+    def is_image(path: Path) -> bool:
+        return (
+            path.is_file()
+            and path.suffix.lower() in IMAGE_EXTENSIONS
+            and not path.name.startswith(".")
+        )
+
+    found: list[str] = []
+    failed: list[tuple[str, str]] = []
+    for pattern in patterns:
+        path = Path(pattern)
+        if path.is_dir():
+            images = [str(p) for p in sorted(path.rglob("*")) if is_image(p)]
+            if not images:
+                extensions = ", ".join(sorted(IMAGE_EXTENSIONS))
+                failed.append((pattern, f"no image files in this folder (suffixes: {extensions})"))
+            found.extend(images)
+        elif not path.exists() and glob.has_magic(pattern):
+            matches = [m for m in sorted(glob.glob(pattern, recursive=True)) if Path(m).is_file()]
+            if not matches:
+                failed.append((pattern, "no file matches this pattern"))
+            found.extend(matches)
+        else:
+            found.append(pattern)  # a missing or bad file is reported by the Predictor
+    return found, failed
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    files, unmatched = _expand_inputs(args.inputs)
+    for pattern, reason in unmatched:
+        _error(f"{pattern}: {reason}")
+    if unmatched and (args.errors == "raise" or not files):
+        return EXIT_FAILED
+    predictor = _load_predictor(args.model, batch_size=args.batch_size)
+    with predictor:
+        predictions = predictor.predict(files, errors=args.errors, threshold=args.threshold)
+    records = [
+        {
+            "source": str(p.source),
+            "label": p.label,
+            "probability": p.probability,
+            "threshold": p.threshold,
+            "error": p.error,
+        }
+        for p in predictions
+    ]
+    failed = [p for p in predictions if p.error is not None]
+    for p in failed:
+        reason = str(p.error)
+        # Image errors already start with the file's name; don't say it twice.
+        _error(reason if reason.startswith(str(p.source)) else f"{p.source}: {reason}")
+    _write_predictions(records, args.format)
+    return EXIT_FAILED if failed or unmatched else EXIT_OK
+
+
+def _write_predictions(records: list[dict[str, Any]], fmt: str) -> None:
+    if fmt == "json":
+        print(json.dumps(records, indent=2))
+        return
+    rows = [
+        {
+            "source": r["source"],
+            "label": r["label"] or "",
+            "probability": "" if r["probability"] is None else f"{r['probability']:.4f}",
+            "threshold": f"{r['threshold']:.4f}",
+            "error": r["error"] or "",
+        }
+        for r in records
+    ]
+    if fmt == "csv":
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        sys.stdout.write(buffer.getvalue())
+        return
+    table = [["source", "label", "probability"]]
+    table += [
+        [row["source"], row["label"] or "(failed)", row["probability"] or "-"] for row in rows
+    ]
+    print(_table(table))
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _cmd_explain(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    if out.suffix.lower() not in (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"):
+        msg = f"--out {out}: give an image file name such as heatmap.png"
+        raise ValueError(msg)
+    from cxr_pneumonia.explain import explain
+
+    predictor = _load_predictor(args.model)
+    explanation = explain(predictor, args.input, layer=args.layer, alpha=args.alpha)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    explanation.overlay.save(out)
+    p = explanation.prediction
+    print(
+        f"{args.input}: {p.label} (probability {p.probability:.4f}, threshold {p.threshold:.4f}); "
+        f"Grad-CAM of layer {explanation.layer!r} written to {out}"
+    )
+    return EXIT_OK
+
+
+# --- train, evaluate, export -----------------------------------------------------------
+
+
+def _load_data(args: argparse.Namespace, **options: Any) -> Any:
+    from cxr_pneumonia.data import load_dataset
+
+    return load_dataset(
+        args.dataset or "kermany2018",
+        data_dir=args.data_dir,
+        cache_dir=args.cache_dir,
+        progress=args.progress,
+        **options,
+    )
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from cxr_pneumonia.bundle import save_model
+    from cxr_pneumonia.evaluation import choose_threshold, evaluate
+    from cxr_pneumonia.models import build_model
+    from cxr_pneumonia.training import fit
+
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:  # before hours of training, not after
+        msg = f"{out} already exists; pass --overwrite to replace it, or choose another --out"
+        raise FileExistsError(msg)
+    size = (args.image_size, args.image_size)
+    data = _load_data(
+        args,
+        image_size=size,
+        color_mode=args.color_mode,
+        batch_size=args.batch_size,
+        validation_fraction=args.validation_fraction,
+        augment=args.augment,
+        seed=args.seed,
+    )
+    _logger.info("%s", data.summary())
+    weights = None if args.weights.lower() == "none" else args.weights
+    channels = 1 if args.color_mode == "grayscale" else 3
+    model = build_model(
+        args.model, input_shape=(*size, channels), weights=weights, dropout=args.dropout
+    )
+    checkpoint_dir = args.checkpoint_dir or f"{out}.checkpoints"
+    result = fit(
+        model,
+        data,
+        epochs=args.epochs,
+        learning_rate=args.learning_rate,
+        optimizer=args.optimizer,
+        class_weight="balanced" if args.class_weight else None,
+        checkpoint_dir=checkpoint_dir,
+        resume=args.resume,
+        fine_tune_epochs=args.fine_tune_epochs,
+        fine_tune_learning_rate=args.fine_tune_learning_rate,
+        seed=args.seed,
+        verbose=1 if sys.stdout.isatty() else 2,  # no progress-bar redraws in log files
+    )
+    threshold, metrics = 0.5, {}
+    if data.validation is None:
+        _logger.warning("no validation split (--validation-fraction 0): threshold stays 0.5")
+    else:
+        report = evaluate(model, data, split="validation")
+        try:
+            threshold = choose_threshold(
+                report.labels, report.scores, target_sensitivity=args.target_sensitivity
+            )
+        except ValueError as exc:
+            _logger.warning("threshold stays 0.5: %s", exc)
+        report = report.at_threshold(threshold)
+        _logger.info("validation, threshold %.4f:\n%s", threshold, report.to_markdown())
+        metrics = {
+            f"val_{k}": v
+            for k, v in report.to_dict(include_scores=False).items()
+            if k not in ("classification_report", "class_names")
+        }
+        metrics["target_sensitivity"] = args.target_sensitivity
+    training = {
+        "command": shlex.join([_PROG, *args.argv]),
+        "seed": args.seed,
+        "data": {
+            "source": data.source,
+            "dataset": None if args.data_dir else (args.dataset or "kermany2018"),
+            "data_dir": str(Path(args.data_dir).resolve()) if args.data_dir else None,
+            "class_counts": data.class_counts,
+            "validation_fraction": args.validation_fraction,
+        },
+        "model": args.model,
+        "epochs": args.epochs,
+        "fine_tune_epochs": args.fine_tune_epochs,
+        "epochs_run": len(result.epochs),
+        "best_epoch": result.best_epoch,
+        "best_metrics": result.best_metrics,
+        "monitor": result.monitor,
+        "batch_size": args.batch_size,
+        "optimizer": args.optimizer,
+        "learning_rate": args.learning_rate,
+        "augment": args.augment,
+        "class_weight": "balanced" if args.class_weight else None,
+        "weights": args.weights,
+        "wall_time": round(result.wall_time, 1),
+    }
+    save_model(
+        model,
+        out,
+        threshold=threshold,
+        image_size=size,
+        color_mode=args.color_mode,
+        metrics=metrics,
+        training=training,
+        model_name=args.model,
+        overwrite=args.overwrite,
+    )
+    _logger.info("saved %s (threshold %.4f)", out, threshold)
+    return EXIT_OK
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from cxr_pneumonia.evaluation import evaluate
+
+    predictor = _load_predictor(args.bundle, batch_size=args.batch_size)
+    data = _load_data(
+        args,
+        image_size=predictor.image_size,
+        color_mode=predictor.color_mode,
+        batch_size=args.batch_size,
+        validation_fraction=args.validation_fraction,
+        augment=False,
+        seed=args.seed,
+    )
+    report = evaluate(predictor, data, split=args.split, threshold=args.threshold)
+    if args.format == "json":
+        result = {"bundle": args.bundle, "data": data.source, "split": args.split}
+        result.update(report.to_dict(include_scores=False))
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"{args.bundle} on {data.source}, split {args.split}\n")
+        print(report.to_markdown())
+    return EXIT_OK
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from cxr_pneumonia.export import export_model
+
+    path = export_model(args.bundle, args.out, format=args.format, overwrite=args.overwrite)
+    _logger.info("exported %s as %s", args.bundle, args.format)
+    print(path)
+    return EXIT_OK
+
+
+# --- data, registries, info ------------------------------------------------------------
+
+
+def _cmd_download(args: argparse.Namespace) -> int:
+    from cxr_pneumonia.data.download import ensure_local
+    from cxr_pneumonia.data.sources import get_source
+
+    path = ensure_local(get_source(args.name), cache_dir=args.cache_dir, progress=args.progress)
+    print(path)
+    return EXIT_OK
+
+
+def _cmd_summary(args: argparse.Namespace) -> int:
+    data = _load_data(
+        args,
+        image_size=(args.image_size, args.image_size),
+        validation_fraction=args.validation_fraction,
+        augment=False,
+        seed=args.seed,
+    )
+    print(data.summary())
+    return EXIT_OK
+
+
+def _cmd_datasets(args: argparse.Namespace) -> int:
+    from cxr_pneumonia.data.sources import get_source, list_datasets
+
+    rows = [["name", "kind", "hash", "description"]]
+    for name in list_datasets():
+        source = get_source(name)
+        checked = "known" if source.known_hash else "trust on first use"
+        rows.append([name, source.kind, checked, source.description])
+    print(_table(rows))
+    return EXIT_OK
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from cxr_pneumonia.models import get_model_spec, list_models
+
+    rows = [["name", "kind", "input", "description"]]
+    for name in list_models():
+        spec = get_model_spec(name)
+        size = "x".join(map(str, spec.default_input_shape))
+        rows.append([name, spec.kind, size, spec.description])
+    print(_table(rows))
+    return EXIT_OK
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    import importlib.resources
+
+    from cxr_pneumonia.data.download import default_cache_dir
+    from cxr_pneumonia.devices import device_info
+
+    info: dict[str, Any] = {_PROG: __version__, "python": sys.version.split()[0]}
+    info.update(_versions("tensorflow", "keras", "numpy", "PIL", "pooch", "pydicom"))
+    info["cache_dir"] = str(default_cache_dir())
+    model = importlib.resources.files("cxr_pneumonia") / "assets" / "default_model"
+    info["default_model"] = str(model) if model.is_dir() else None
+    info["devices"] = device_info()
+    print(json.dumps(info, indent=2, default=str))
+    return EXIT_OK
+
+
+def _versions(*modules: str) -> Iterator[tuple[str, str | None]]:
+    for name in modules:
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            yield name, None
+        else:
+            yield name, str(getattr(module, "__version__", "unknown"))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

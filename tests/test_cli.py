@@ -1,0 +1,508 @@
+"""The ``cxr-pneumonia`` command line, through its real entry points.
+
+Most tests call ``main([...])`` in-process (fast, with ``capsys``); a few run
+the installed console script in a subprocess to prove the entry point and its
+exit codes. One tiny bundle (cnn-small, 32 px, 1 epoch) is trained once per
+module by ``cxr-pneumonia train`` and reused by predict, explain, evaluate
+and export.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import synthetic_xray
+from cxr_pneumonia import __version__, prepare_image
+from cxr_pneumonia.bundle import read_metadata
+from cxr_pneumonia.cli import main
+from cxr_pneumonia.data import sources
+from cxr_pneumonia.predictor import Predictor
+from test_export import run_savedmodel, run_tflite
+
+if TYPE_CHECKING:  # imported by pytest as a plugin below
+    from http_server import LocalHTTPServer
+
+pytest_plugins = ["http_server"]  # provides the `http_server` fixture
+
+SCRIPT = Path(sys.executable).with_name("cxr-pneumonia")
+PER_FOLDER = 6
+
+Run = Callable[..., tuple[int, str, str]]
+
+
+@pytest.fixture
+def run(capsys: pytest.CaptureFixture[str]) -> Run:
+    """``run(*argv)`` -> ``(exit code, stdout, stderr)`` of ``main(argv)`` in-process."""
+
+    def call(*argv: str | os.PathLike[str]) -> tuple[int, str, str]:
+        capsys.readouterr()
+        code = main([os.fspath(a) for a in argv])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return call
+
+
+def write_tree(root: Path) -> Path:
+    """``root/{train,test}/{NORMAL,PNEUMONIA}`` with 6 tiny X-ray-like images each."""
+    for split in ("train", "test"):
+        for label, name in ((0, "NORMAL"), (1, "PNEUMONIA")):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for k in range(PER_FOLDER):
+                seed = k + (100 if split == "test" else 0)
+                stem = f"IM-{seed:04d}-0001" if label == 0 else f"person{seed}_bacteria_{k}"
+                pixels = synthetic_xray(label, size=40, seed=seed)
+                Image.fromarray(pixels).save(folder / f"{stem}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("cli")
+
+
+@pytest.fixture(scope="module")
+def data_dir(workspace: Path) -> Path:
+    return write_tree(workspace / "xrays")
+
+
+@pytest.fixture(scope="module")
+def cache_dir(workspace: Path) -> Path:
+    return workspace / "cache"
+
+
+@pytest.fixture(scope="module")
+def bundle(workspace: Path, data_dir: Path, cache_dir: Path) -> Path:
+    """Trained once by the CLI: `train` -> a bundle folder."""
+    out = workspace / "bundle"
+    code = main(
+        [
+            "train",
+            "--data-dir",
+            str(data_dir),
+            "--cache-dir",
+            str(cache_dir),
+            "--no-progress",
+            "--model",
+            "cnn-small",
+            "--image-size",
+            "32",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "4",
+            "--validation-fraction",
+            "0.34",
+            "--seed",
+            "3",
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def test_images(data_dir: Path) -> list[Path]:
+    return sorted((data_dir / "test").rglob("*.png"))
+
+
+# --- the installed console script -------------------------------------------------------
+
+
+def script(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(SCRIPT), *argv], capture_output=True, text=True, timeout=300, check=False
+    )
+
+
+def test_console_script_prints_the_version() -> None:
+    result = script("--version")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"cxr-pneumonia {__version__}"
+
+
+def test_console_script_exit_code_is_mains_return_value(tmp_path: Path) -> None:
+    usage = script("predict", str(tmp_path / "x.png"), "--threshold", "2")
+    assert usage.returncode == 2
+    assert "--threshold: must be between 0 and 1, got 2" in usage.stderr
+    failed = script("predict", str(tmp_path / "missing.png"), "--model", str(tmp_path / "nope"))
+    assert failed.returncode == 1
+    assert "no model bundle" in failed.stderr
+
+
+def test_console_script_lists_the_models() -> None:
+    result = script("models")
+    assert result.returncode == 0, result.stderr
+    assert "cnn-small" in result.stdout
+
+
+# --- usage ------------------------------------------------------------------------------
+
+
+def test_usage_errors_exit_2(run: Run, tmp_path: Path) -> None:
+    assert run()[0] == 2  # no subcommand
+    code, _, err = run("predict")
+    assert code == 2
+    assert "INPUT" in err
+    assert run("predict", "x.png", "--format", "xml")[0] == 2
+    assert run("predict", "x.png", "--threshold", "abc")[0] == 2
+    assert run("train", "--epochs", "1", "--out", tmp_path / "b")[0] == 2  # no data option
+    code, _, err = run("train", "--data-dir", "a", "--dataset", "b", "--out", tmp_path / "b")
+    assert code == 2
+    assert "not allowed with argument" in err
+    assert run("export", "b", "--format", "onnx", "--out", "x")[0] == 2
+
+
+def test_help_exits_0(run: Run) -> None:
+    code, out, _ = run("--help")
+    assert code == 0
+    for command in ("predict", "explain", "train", "evaluate", "export", "download", "info"):
+        assert command in out
+
+
+# --- predict ----------------------------------------------------------------------------
+
+
+def test_predict_without_model_uses_the_shipped_one_or_says_why_not(
+    run: Run, test_images: list[Path]
+) -> None:
+    code, out, err = run("predict", test_images[0])
+    try:
+        Predictor.default()
+    except Exception:
+        assert code == 1
+        assert "ships no default model" in err
+        assert "--model BUNDLE" in err
+        assert out == ""
+    else:  # pragma: no cover - once the default model ships
+        assert code == 0, err
+        assert str(test_images[0]) in out
+
+
+def test_train_writes_a_bundle_with_its_provenance(bundle: Path, data_dir: Path) -> None:
+    metadata = read_metadata(bundle)
+    assert metadata.image_size == (32, 32)
+    assert metadata.color_mode == "grayscale"
+    assert metadata.model_name == "cnn-small"
+    assert 0.0 <= metadata.threshold <= 1.0
+    training = metadata.training
+    assert training["command"].startswith("cxr-pneumonia train --data-dir ")
+    assert "--epochs 1" in training["command"]
+    assert training["seed"] == 3
+    assert training["epochs_run"] == 1
+    assert training["data"]["data_dir"] == str(data_dir.resolve())
+    assert training["data"]["class_counts"]["validation"]["PNEUMONIA"] >= 1
+    # The threshold keeps the target sensitivity on validation.
+    assert metadata.metrics["target_sensitivity"] == 0.97
+    assert metadata.metrics["val_recall"] >= 0.97
+    assert metadata.metrics["val_threshold"] == pytest.approx(metadata.threshold)
+    assert (bundle.parent / "bundle.checkpoints").is_dir()
+
+
+def test_predict_table_by_default(run: Run, bundle: Path, data_dir: Path) -> None:
+    code, out, err = run("predict", data_dir / "test", "--model", bundle)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].split() == ["source", "label", "probability"]
+    assert set(lines[1]) <= {"-", " "}
+    assert len(lines) == 2 + 2 * PER_FOLDER
+    for line in lines[2:]:
+        source, label, probability = line.split()
+        assert Path(source).is_file()
+        assert label in ("NORMAL", "PNEUMONIA")
+        assert 0.0 <= float(probability) <= 1.0
+
+
+def test_predict_csv_matches_the_predictor(run: Run, bundle: Path, test_images: list[Path]) -> None:
+    code, out, err = run("predict", *test_images[:3], "--model", bundle, "--format", "csv")
+    assert code == 0, err
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert [r["source"] for r in rows] == [str(p) for p in test_images[:3]]
+    with Predictor.load(bundle) as predictor:
+        expected = predictor.predict(test_images[:3])
+    for row, prediction in zip(rows, expected, strict=True):
+        assert row["label"] == prediction.label
+        assert float(row["probability"]) == pytest.approx(prediction.probability, abs=1e-4)
+        assert float(row["threshold"]) == pytest.approx(prediction.threshold, abs=1e-4)
+        assert row["error"] == ""
+
+
+def test_predict_json_with_a_glob_and_a_threshold(run: Run, bundle: Path, data_dir: Path) -> None:
+    pattern = str(data_dir / "test" / "*" / "person*.png")
+    code, out, err = run(
+        "predict", pattern, "--model", bundle, "--format", "json", "--threshold", "0"
+    )
+    assert code == 0, err
+    records = json.loads(out)
+    assert len(records) == PER_FOLDER
+    for record in records:
+        assert "PNEUMONIA" in record["source"]
+        assert record["label"] == "PNEUMONIA"  # threshold 0: everything is positive
+        assert record["threshold"] == 0.0
+        assert isinstance(record["probability"], float)
+        assert record["error"] is None
+
+
+def test_predict_reports_each_bad_input_and_exits_1(
+    run: Run, bundle: Path, test_images: list[Path], tmp_path: Path
+) -> None:
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image at all")
+    missing = tmp_path / "missing.jpeg"
+    code, out, err = run(
+        "predict", test_images[0], broken, missing, "--model", bundle, "--format", "json"
+    )
+    assert code == 1
+    records = json.loads(out)
+    assert [r["source"] for r in records] == [str(test_images[0]), str(broken), str(missing)]
+    assert records[0]["error"] is None
+    assert records[1]["label"] is None
+    assert records[1]["probability"] is None
+    assert records[1]["error"]
+    error_lines = [line for line in err.splitlines() if line.startswith("cxr-pneumonia: error:")]
+    assert len(error_lines) == 2
+    assert str(broken) in error_lines[0]
+    assert str(missing) in error_lines[1]
+
+
+def test_predict_errors_raise_stops_at_the_first_bad_input(
+    run: Run, bundle: Path, test_images: list[Path], tmp_path: Path
+) -> None:
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG truncated")
+    code, out, err = run("predict", broken, test_images[0], "--model", bundle, "--errors", "raise")
+    assert code == 1
+    assert out == ""
+    assert str(broken) in err
+
+
+def test_predict_glob_without_match_fails_with_its_pattern(
+    run: Run, bundle: Path, tmp_path: Path
+) -> None:
+    pattern = str(tmp_path / "nothing-*.png")
+    code, out, err = run("predict", pattern, "--model", bundle)
+    assert code == 1
+    assert out == ""
+    assert f"{pattern}: no file matches this pattern" in err
+
+
+def test_predict_with_a_broken_bundle_exits_1(run: Run, tmp_path: Path, data_dir: Path) -> None:
+    (tmp_path / "b").mkdir()
+    code, _, err = run("predict", data_dir / "test", "--model", tmp_path / "b")
+    assert code == 1
+    assert "not a complete model bundle" in err
+
+
+# --- explain ----------------------------------------------------------------------------
+
+
+def test_explain_writes_a_gradcam_overlay(
+    run: Run, bundle: Path, test_images: list[Path], tmp_path: Path
+) -> None:
+    out_file = tmp_path / "maps" / "heatmap.png"
+    code, out, err = run("explain", test_images[0], "--out", out_file, "--model", bundle)
+    assert code == 0, err
+    assert "Grad-CAM" in out
+    assert str(out_file) in out
+    with Image.open(out_file) as overlay:
+        assert overlay.size == (40, 40)  # the input image's own size
+        assert overlay.mode == "RGB"
+
+
+def test_explain_refuses_an_output_that_is_not_an_image(
+    run: Run, bundle: Path, test_images: list[Path], tmp_path: Path
+) -> None:
+    code, _, err = run("explain", test_images[0], "--out", tmp_path / "map.txt", "--model", bundle)
+    assert code == 1
+    assert "heatmap.png" in err
+
+
+# --- evaluate ---------------------------------------------------------------------------
+
+
+def test_evaluate_table_and_json(run: Run, bundle: Path, data_dir: Path, cache_dir: Path) -> None:
+    common = ("evaluate", bundle, "--data-dir", data_dir, "--cache-dir", cache_dir, "--no-progress")
+    code, out, err = run(*common)
+    assert code == 0, err
+    assert "| Accuracy |" in out
+    assert f"**{2 * PER_FOLDER} images**" in out
+    code, out, err = run(*common, "--format", "json", "--threshold", "0.5")
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["split"] == "test"
+    assert report["n"] == 2 * PER_FOLDER
+    assert report["threshold"] == 0.5
+    assert 0.0 <= report["accuracy"] <= 1.0
+    assert "scores" not in report
+    code, out, err = run(*common, "--format", "json", "--split", "validation")
+    assert code == 0, err
+    assert json.loads(out)["split"] == "validation"
+
+
+def test_evaluate_on_a_missing_folder_exits_1(run: Run, bundle: Path, tmp_path: Path) -> None:
+    code, _, err = run("evaluate", bundle, "--data-dir", tmp_path / "nope", "--no-progress")
+    assert code == 1
+    assert str(tmp_path / "nope") in err
+
+
+# --- export -----------------------------------------------------------------------------
+
+
+def test_export_both_formats_agree_with_the_bundle(
+    run: Run, bundle: Path, test_images: list[Path], tmp_path: Path
+) -> None:
+    images = np.stack(
+        [prepare_image(p, size=(32, 32), color_mode="grayscale") for p in test_images]
+    )
+    with Predictor.load(bundle) as predictor:
+        expected = predictor.predict_arrays(images)
+    saved = tmp_path / "serving" / "1"
+    code, out, err = run("export", bundle, "--format", "savedmodel", "--out", saved)
+    assert code == 0, err
+    assert out.strip() == str(saved)
+    np.testing.assert_allclose(run_savedmodel(saved, images)["probability"], expected, atol=1e-5)
+
+    tflite = tmp_path / "model.tflite"
+    code, out, err = run("export", bundle, "--format", "tflite", "--out", tflite)
+    assert code == 0, err
+    np.testing.assert_allclose(run_tflite(tflite, images)["probability"], expected, atol=1e-5)
+
+    code, _, err = run("export", bundle, "--format", "tflite", "--out", tflite)
+    assert code == 1
+    assert "--overwrite" in err
+
+
+# --- train: failures before any training ------------------------------------------------
+
+
+def test_train_refuses_an_existing_bundle_before_training(
+    run: Run, bundle: Path, data_dir: Path
+) -> None:
+    before = (bundle / "metadata.json").read_bytes()
+    code, _, err = run("train", "--data-dir", data_dir, "--epochs", "1", "--out", bundle)
+    assert code == 1
+    assert "--overwrite" in err
+    assert (bundle / "metadata.json").read_bytes() == before
+
+
+def test_train_unknown_model_exits_1_with_the_choices(
+    run: Run, data_dir: Path, cache_dir: Path, tmp_path: Path
+) -> None:
+    code, _, err = run(
+        "train", "--data-dir", data_dir, "--cache-dir", cache_dir, "--no-progress",
+        "--image-size", "32", "--model", "resnet5", "--out", tmp_path / "b",
+    )  # fmt: skip
+    assert code == 1
+    assert "unknown model 'resnet5'; choose one of:" in err
+    assert not (tmp_path / "b").exists()
+
+
+# --- data, registries, info -------------------------------------------------------------
+
+
+def test_summary_describes_the_splits(run: Run, data_dir: Path, cache_dir: Path) -> None:
+    code, out, err = run(
+        "summary", "--data-dir", data_dir, "--cache-dir", cache_dir, "--image-size", "32",
+        "--no-progress",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "32x32 grayscale" in out
+    rows = {line.split()[0]: line.split() for line in out.splitlines()[1:] if line.strip()}
+    assert rows["test"][1] == str(2 * PER_FOLDER)
+    assert int(rows["train"][1]) + int(rows["validation"][1]) == 2 * PER_FOLDER
+
+
+def test_download_fetches_a_registered_dataset_into_the_cache(
+    run: Run,
+    http_server: LocalHTTPServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(sources, "_REGISTRY", dict(sources._REGISTRY))
+    buffer = io.BytesIO()
+    rng = np.random.default_rng(0)
+    np.savez(buffer, train_images=rng.integers(0, 256, (4, 28, 28), dtype=np.uint8),
+             train_labels=np.array([0, 1, 0, 1]))  # fmt: skip
+    data = buffer.getvalue()
+    (http_server.root / "tiny.npz").write_bytes(data)
+    sources.register_dataset("tiny-mirror", url=http_server.url("tiny.npz"), known_hash=None)
+    cache = tmp_path / "cache"
+    code, out, err = run("download", "tiny-mirror", "--cache-dir", cache, "--no-progress")
+    assert code == 0, err
+    path = Path(out.strip())
+    assert path.is_relative_to(cache)
+    assert path.read_bytes() == data
+    assert http_server.hits["tiny.npz"] == 1
+    code, out, _ = run("datasets")
+    assert code == 0
+    assert "tiny-mirror" in out
+
+    code, out, err = run("download", "tiny-mirrror", "--cache-dir", cache, "--no-progress")
+    assert code == 1
+    assert out == ""
+    assert "tiny-mirrror" in err
+    assert "tiny-mirror" in err  # the choices
+
+
+def test_datasets_lists_the_registry(run: Run) -> None:
+    code, out, err = run("datasets")
+    assert code == 0, err
+    header, _rule, *rows = out.splitlines()
+    assert header.split()[:3] == ["name", "kind", "hash"]
+    names = [row.split()[0] for row in rows]
+    assert names == list(sources.list_datasets())
+    assert "kermany2018" in names
+
+
+def test_models_lists_the_registry_with_descriptions(run: Run) -> None:
+    from cxr_pneumonia.models import get_model_spec, list_models
+
+    code, out, err = run("models")
+    assert code == 0, err
+    rows = out.splitlines()[2:]
+    assert [row.split()[0] for row in rows] == list(list_models())
+    spec = get_model_spec("cnn-small")
+    assert any(row.startswith("cnn-small") and spec.description in row for row in rows)
+
+
+def test_info_reports_versions_devices_and_cache(
+    run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import keras
+    import tensorflow as tf
+
+    monkeypatch.setenv("CXR_PNEUMONIA_CACHE_DIR", str(tmp_path / "my-cache"))
+    code, out, err = run("info")
+    assert code == 0, err
+    info = json.loads(out)
+    assert info["cxr-pneumonia"] == __version__
+    assert info["tensorflow"] == tf.__version__
+    assert info["keras"] == keras.__version__
+    assert info["cache_dir"] == str(tmp_path / "my-cache")
+    assert info["devices"]["replicas"] >= 1
+    assert "default_model" in info
+
+
+def test_the_cli_leaves_logging_as_it_found_it(run: Run) -> None:
+    import logging
+
+    logger = logging.getLogger("cxr_pneumonia")
+    handlers, level = list(logger.handlers), logger.level
+    run("datasets")
+    assert logger.handlers == handlers
+    assert logger.level == level
