@@ -101,7 +101,7 @@ class DatasetSplits:
             A multi-line string.
         """
         header = ("split", "images", "patients", *self.class_names, f"% {self.class_names[1]}")
-        rows = [header]
+        rows: list[tuple[str, ...]] = [header]
         for split in SPLIT_NAMES:
             if split not in self.labels:
                 continue
