@@ -150,7 +150,11 @@ class Augmentation:
 
     @classmethod
     def disabled(cls) -> Augmentation:
-        """An augmentation that changes nothing (every range 0)."""
+        """An augmentation that changes nothing (every range 0).
+
+        Returns:
+            An ``Augmentation`` with every range 0 and no flip (``enabled`` is ``False``).
+        """
         return cls(
             rotation=0.0,
             shift=0.0,

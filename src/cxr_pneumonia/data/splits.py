@@ -79,7 +79,13 @@ class DatasetSplits:
         }
 
     def dataset(self, split: str) -> tf.data.Dataset:
-        """Return the pipeline of ``split`` (``"train"``, ``"validation"`` or ``"test"``).
+        """Return the pipeline of one split.
+
+        Args:
+            split: ``"train"``, ``"validation"`` or ``"test"``.
+
+        Returns:
+            The batched ``tf.data.Dataset`` of ``(images, labels)`` of that split.
 
         Raises:
             ValueError: If ``split`` is not a split name or that split is absent.
