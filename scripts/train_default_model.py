@@ -24,12 +24,15 @@ import sys
 import time
 from pathlib import Path
 
+import keras
+
 import cxr_pneumonia
 from cxr_pneumonia.bundle import save_model
 from cxr_pneumonia.data import Augmentation, load_dataset
 from cxr_pneumonia.evaluation import choose_threshold, evaluate
 from cxr_pneumonia.models import build_model
 from cxr_pneumonia.training import fit
+from cxr_pneumonia.training.callbacks import warmup_cosine_decay
 
 DEFAULT_OUT = (
     Path(__file__).resolve().parents[1] / "src" / "cxr_pneumonia" / "assets" / "default_model"
@@ -52,9 +55,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(DEFAULT_OUT), help="bundle folder to write")
     parser.add_argument("--model", default="cnn-small")
     parser.add_argument("--image-size", type=int, default=224)
-    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--epochs", type=int, default=25)
+    parser.add_argument("--warmup-epochs", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--learning-rate", type=float, default=2e-3)
+    parser.add_argument("--learning-rate", type=float, default=2e-3, help="peak rate")
+    parser.add_argument("--weight-decay", type=float, default=1e-4)
+    parser.add_argument(
+        "--ema",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="keep an exponential moving average of the weights (default: on)",
+    )
+    parser.add_argument("--zoom", type=float, default=0.15)
+    parser.add_argument("--brightness", type=float, default=0.15)
+    parser.add_argument("--contrast", type=float, default=0.25)
     parser.add_argument("--validation-fraction", type=float, default=0.15)
     parser.add_argument("--target-sensitivity", type=float, default=0.97)
     parser.add_argument("--seed", type=int, default=0)
@@ -64,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
     size = (args.image_size, args.image_size)
-    augmentation = Augmentation()
+    augmentation = Augmentation(zoom=args.zoom, brightness=args.brightness, contrast=args.contrast)
     data = load_dataset(
         data_dir=args.data_dir,
         cache_dir=args.cache_dir,
@@ -79,11 +93,24 @@ def main(argv: list[str] | None = None) -> int:
     model = build_model(args.model, input_shape=(*size, 1), weights=None)
     checkpoint_dir = args.checkpoint_dir or f"{args.out}.checkpoints"
     started = time.perf_counter()
+    # A fixed-length warmup + cosine run (no early stopping on the noisy
+    # validation loss); the validation split is used once, at the end, to
+    # choose the threshold.
+    optimizer = keras.optimizers.AdamW(
+        learning_rate=args.learning_rate,
+        weight_decay=args.weight_decay,
+        use_ema=args.ema,
+        ema_momentum=0.99,
+    )
+    schedule = warmup_cosine_decay(
+        args.learning_rate, epochs=args.epochs, warmup=args.warmup_epochs
+    )
     result = fit(
         model,
         data,
         epochs=args.epochs,
-        learning_rate=args.learning_rate,
+        optimizer=optimizer,
+        callbacks=[keras.callbacks.LearningRateScheduler(schedule)],
         checkpoint_dir=checkpoint_dir,
         seed=args.seed,
         verbose=2,
@@ -101,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     training = {
         "command": command,
         "seed": args.seed,
+        "validation_fraction": args.validation_fraction,
         "data": {
             "source": "Kermany et al. 2018, training split (kermany2018-224: 5,216 images, 224 px)",
             "data_dir": Path(args.data_dir).name,
@@ -111,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
         "image_size": list(size),
         "epochs_run": len(result.epochs),
         "best_epoch": result.best_epoch,
-        "learning_rate": args.learning_rate,
+        "optimizer": f"AdamW(weight_decay={args.weight_decay}, ema={args.ema})",
+        "schedule": f"warmup {args.warmup_epochs} epochs, cosine decay from {args.learning_rate}",
         "batch_size": args.batch_size,
         "augmentation": dataclasses.asdict(augmentation),
         "target_sensitivity": args.target_sensitivity,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import keras
 import numpy as np
 import pytest
@@ -17,6 +19,7 @@ from cxr_pneumonia.training.callbacks import (
     default_callbacks,
     is_lower_better,
     step_decay,
+    warmup_cosine_decay,
 )
 from helpers_training import tiny_images, tiny_model
 
@@ -275,3 +278,47 @@ def test_default_callbacks_reject_bad_numbers() -> None:
         default_callbacks(None, patience=0)
     with pytest.raises(ValueError, match="reduce_lr_factor"):
         default_callbacks(None, reduce_lr_factor=1.0)
+
+
+# --- warmup_cosine_decay -----------------------------------------------------------------
+
+
+def test_warmup_cosine_rises_then_decays_to_final() -> None:
+    schedule = warmup_cosine_decay(0.002, epochs=10, warmup=2, final=1e-5)
+    rates = [schedule(epoch, 0.0) for epoch in range(10)]
+    assert rates[0] == pytest.approx(0.002 / 3)
+    assert rates[1] == pytest.approx(0.002 * 2 / 3)
+    assert rates[2] == pytest.approx(0.002)
+    assert rates[-1] == pytest.approx(1e-5)
+    decay = rates[2:]
+    assert all(a > b for a, b in itertools.pairwise(decay))  # strictly decreasing after warmup
+    assert schedule(25, 0.0) == pytest.approx(1e-5)  # past the end: stays at final
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"peak": 0.0, "epochs": 5},
+        {"peak": 0.01, "epochs": 0},
+        {"peak": 0.01, "epochs": 5, "warmup": 5},
+        {"peak": 0.01, "epochs": 5, "final": 0.1},
+        {"peak": 0.01, "epochs": True},
+    ],
+)
+def test_warmup_cosine_rejects_bad_arguments(kwargs: dict) -> None:
+    with pytest.raises(ValueError, match="warmup_cosine_decay"):
+        warmup_cosine_decay(**kwargs)
+
+
+def test_warmup_cosine_drives_learning_rate_scheduler() -> None:
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1, activation="sigmoid")])
+    model.compile(optimizer=keras.optimizers.SGD(0.5), loss="binary_crossentropy")
+    schedule = warmup_cosine_decay(0.01, epochs=3, warmup=1, final=0.0)
+    history = model.fit(
+        np.zeros((4, 3)),
+        np.zeros(4),
+        epochs=3,
+        verbose=0,
+        callbacks=[keras.callbacks.LearningRateScheduler(schedule)],
+    )
+    assert history.history["learning_rate"] == pytest.approx([0.005, 0.01, 0.0])

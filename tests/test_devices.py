@@ -1,61 +1,164 @@
-"""Device selection: strategies on logical CPU devices and a loopback cluster.
+"""Device selection, and ``fit`` on two logical CPUs and on a two-worker loopback cluster.
 
 Logical devices must be configured before TensorFlow initialises its devices,
-and a multi-worker strategy is once per process, so those tests run in fresh
-Python subprocesses (bounded by timeouts) and keep this process clean.
+and a multi-worker strategy is once per process, so those tests run our
+``fit`` in fresh Python subprocesses (bounded by timeouts, killed on expiry)
+and keep this process clean.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import subprocess
 import sys
-import textwrap
+import time
+from pathlib import Path
+from typing import Any
 
+import keras
 import pytest
 
 from cxr_pneumonia.devices import device_info, select_strategy
+from cxr_pneumonia.training import fit
+from helpers_training import make_splits, tiny_model
 
-TIMEOUT = 240  # seconds per subprocess; these run on a shared, busy CPU
+TIMEOUT = 120  # seconds for a group of subprocesses; they run on a shared, busy CPU
+TESTS = Path(__file__).resolve().parent
 
-TRAIN_TINY_MODEL = """
+# The child's preamble defines `strategy`; this part trains with our `fit` and prints
+# one RESULT line. 24 training images in per-replica batches of 4: 6 batches on one
+# replica, 3 global batches of 8 on two (a worker of a cluster runs those 3 steps on
+# its half of each global batch).
+FIT_TINY_MODEL = """
+import hashlib
+import json
+import keras
 import numpy as np
-import tensorflow as tf
-from cxr_pneumonia.models import build_model
+from cxr_pneumonia.devices import device_info
+from cxr_pneumonia.training import fit
+from helpers_training import make_splits
 
-tf.keras.utils.set_random_seed(0)
-model = build_model("cnn-small", input_shape=(32, 32, 1), weights=None, strategy=strategy)
-with model.distribute_strategy.scope():  # Keras 3: the optimizer's variables too
-    model.compile(optimizer="adam", loss="binary_crossentropy")
-rng = np.random.default_rng(0)
-images = rng.integers(0, 256, size=(16, 32, 32, 1), dtype=np.uint8)
-labels = rng.integers(0, 2, size=(16, 1)).astype("float32")
-dataset = tf.data.Dataset.from_tensor_slices((images, labels)).batch(8)
-options = tf.data.Options()
-options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-history = model.fit(dataset.with_options(options), epochs=2, verbose=0)
-result = {
-    "replicas": model.distribute_strategy.num_replicas_in_sync,
+with strategy.scope():  # what build_model(..., strategy=strategy) does, on a tinier model
+    model = keras.Sequential(
+        [
+            keras.Input((16, 16, 1)),
+            keras.layers.Rescaling(1 / 255),
+            keras.layers.Conv2D(4, 3),
+            keras.layers.BatchNormalization(),  # non-trainable state, updated per replica
+            keras.layers.ReLU(),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(1, activation="sigmoid"),
+        ],
+        name="tiny_bn",
+    )
+data = make_splits(n_train=24, n_val=8, size=16, batch_size=4)
+result = fit(
+    model,
+    data,
+    epochs=2,
+    learning_rate=0.01,
+    callbacks="default" if CHECKPOINT_DIR else None,
+    checkpoint_dir=CHECKPOINT_DIR,
+    seed=0,
+    verbose=0,
+)
+weights = b"".join(np.ascontiguousarray(w).tobytes() for w in model.get_weights())
+print("RESULT " + json.dumps({
+    "replicas": result.replicas,
+    "model_replicas": model.distribute_strategy.num_replicas_in_sync,
     "same_strategy": model.distribute_strategy is strategy,
-    "loss": [float(v) for v in history.history["loss"]],
+    "history": result.history,
+    "steps": int(keras.ops.convert_to_numpy(model.optimizer.iterations)),
+    # the loss tracker's count, all replicas summed: images of the last validation
+    "validated": float(keras.ops.convert_to_numpy(model.metrics[0].count)),
+    "checkpoints": {role: str(path) for role, path in result.checkpoints.items()},
+    "weights": hashlib.sha256(weights).hexdigest(),
     "info": device_info(strategy),
-}
-print("RESULT " + json.dumps(result))
+    "all_reduce": ALL_REDUCE,
+}))
+"""
+
+TWO_LOGICAL_CPUS = """
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from cxr_pneumonia.devices import select_strategy
+strategy = select_strategy(devices=["/cpu:0", "/cpu:1"])
+CHECKPOINT_DIR = None
+ALL_REDUCE = None
+import keras
+keras.utils.set_random_seed(0)
+"""
+
+LOOPBACK_WORKER = """
+import json, os
+import keras
+import tensorflow as tf
+from cxr_pneumonia.devices import select_strategy
+strategy = select_strategy()  # automatic: TF_CONFIG -> MultiWorkerMirroredStrategy
+ALL_REDUCE = float(strategy.reduce("SUM", strategy.run(lambda: tf.constant(1.0)), axis=None))
+# Different initial weights on each worker: the strategy must broadcast the chief's.
+keras.utils.set_random_seed(100 + json.loads(os.environ["TF_CONFIG"])["task"]["index"])
+CHECKPOINT_DIR = os.environ["CHECKPOINT_DIR"]
 """
 
 
 def _child_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
-    env.update(TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="", **extra)
+    path = os.pathsep.join(p for p in (str(TESTS), env.get("PYTHONPATH", "")) if p)
+    env.update(TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="", PYTHONPATH=path, **extra)
     return env
 
 
-def _result(stdout: str) -> dict[str, object]:
-    lines = [line for line in stdout.splitlines() if line.startswith("RESULT ")]
-    assert lines, f"no result line in the child's output:\n{stdout}"
-    return json.loads(lines[-1][len("RESULT ") :])
+def _run_children(code: str, envs: list[dict[str, str]]) -> list[dict[str, Any]]:
+    """Run ``code`` in one subprocess per env, all at once; their RESULT lines, once all succeed."""
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-W", "error::UserWarning", "-c", code],  # as our pytest config
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for env in envs
+    ]
+    deadline = time.monotonic() + TIMEOUT
+    outputs = []
+    try:
+        for child in children:
+            outputs.append(child.communicate(timeout=max(deadline - time.monotonic(), 1)))
+    finally:
+        for child in children:
+            if child.poll() is None:  # timed out, or a peer failed: don't leave it waiting
+                child.kill()
+                child.communicate()
+    failed = [
+        f"child {i} exited with {child.returncode}:\n{stderr[-3000:]}"
+        for i, (child, (_, stderr)) in enumerate(zip(children, outputs, strict=True))
+        if child.returncode != 0
+    ]
+    assert not failed, "\n".join(failed)
+    results = []
+    for stdout, stderr in outputs:
+        lines = [line for line in stdout.splitlines() if line.startswith("RESULT ")]
+        assert lines, f"no result line in the child's output:\n{stdout}\n{stderr[-3000:]}"
+        results.append(json.loads(lines[-1][len("RESULT ") :]))
+    return results
+
+
+def _check_training(result: dict[str, Any]) -> None:
+    assert result["replicas"] == 2
+    assert result["model_replicas"] == 2
+    assert result["same_strategy"] is True
+    assert result["steps"] == 2 * 3  # 2 epochs of 24 images in global batches of 2 x 4
+    assert result["validated"] == 8  # each image once: the replicas shared the batches
+    history = result["history"]
+    assert len(history["loss"]) == len(history["val_loss"]) == 2
+    assert all(math.isfinite(v) for key in ("loss", "val_loss") for v in history[key])
+    assert history["loss"][-1] < history["loss"][0]  # the tiny data is easy to learn
 
 
 def test_explicit_devices_must_be_a_list_of_names() -> None:
@@ -80,38 +183,24 @@ def test_automatic_choice_without_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
     assert info["devices"]
 
 
-def test_mirrored_strategy_over_two_logical_cpus() -> None:
-    code = (
-        textwrap.dedent(
-            """
-        import json
-        import tensorflow as tf
-        cpu = tf.config.list_physical_devices("CPU")[0]
-        tf.config.set_logical_device_configuration(
-            cpu, [tf.config.LogicalDeviceConfiguration()] * 2
-        )
-        from cxr_pneumonia.devices import device_info, select_strategy
-        strategy = select_strategy(devices=["/cpu:0", "/cpu:1"])
-        """
-        )
-        + TRAIN_TINY_MODEL
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        env=_child_env(),
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = _result(done.stdout)
-    assert result["replicas"] == 2
-    assert result["same_strategy"] is True
-    assert len(result["loss"]) == 2  # type: ignore[arg-type]
-    assert all(v == v for v in result["loss"])  # type: ignore[attr-defined]  # no NaN
-    assert result["info"]["strategy"] == "MirroredStrategy"  # type: ignore[index]
-    assert len(result["info"]["devices"]) == 2  # type: ignore[index]
+@pytest.mark.parametrize("optimizer", ["adam", "instance"])
+def test_fit_creates_the_optimizer_in_the_models_strategy(optimizer: str) -> None:
+    # A Keras optimizer made outside a MirroredStrategy's scope can't build in it.
+    strategy = select_strategy(devices=["/cpu:0"])
+    with strategy.scope():
+        model = tiny_model()
+    chosen = keras.optimizers.Adam(0.01) if optimizer == "instance" else optimizer
+    result = fit(model, make_splits(), epochs=1, optimizer=chosen, callbacks=None, verbose=0)
+    assert result.replicas == 1
+    assert model.optimizer.built
+    assert math.isfinite(result.history["loss"][0])
+
+
+def test_fit_on_two_logical_cpus() -> None:
+    (result,) = _run_children(TWO_LOGICAL_CPUS + FIT_TINY_MODEL, [_child_env()])
+    _check_training(result)
+    assert result["info"]["strategy"] == "MirroredStrategy"
+    assert len(result["info"]["devices"]) == 2
 
 
 def _free_ports(count: int) -> list[int]:
@@ -126,74 +215,29 @@ def _free_ports(count: int) -> list[int]:
     return ports
 
 
-MULTI_WORKER = """
-import json
-import numpy as np
-import tensorflow as tf
-from cxr_pneumonia.devices import device_info, select_strategy
-from cxr_pneumonia.models import build_model
-
-strategy = select_strategy()  # automatic: TF_CONFIG -> MultiWorkerMirroredStrategy
-total = strategy.reduce("SUM", strategy.run(lambda: tf.constant(1.0)), axis=None)
-model = build_model("cnn-small", input_shape=(32, 32, 1), weights=None)  # automatic strategy
-result = {
-    "info": device_info(),
-    "all_reduce": float(total),
-    "same_strategy": model.distribute_strategy is strategy,
-    "replicas": model.distribute_strategy.num_replicas_in_sync,
-}
-try:
-    with strategy.scope():
-        model.compile(optimizer="adam", loss="binary_crossentropy")
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, size=(16, 32, 32, 1), dtype=np.uint8)
-    labels = rng.integers(0, 2, size=(16, 1)).astype("float32")
-    dataset = tf.data.Dataset.from_tensor_slices((images, labels)).batch(8)
-    result["loss"] = model.fit(dataset, epochs=1, verbose=0).history["loss"]
-except Exception as exc:  # Keras 3 fit under MultiWorkerMirroredStrategy (see the test)
-    result["fit_error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
-print("RESULT " + json.dumps(result))
-"""
-
-
-def test_two_workers_on_loopback_through_tf_config() -> None:
-    ports = _free_ports(2)
-    cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
-    workers = [
-        subprocess.Popen(
-            [sys.executable, "-c", MULTI_WORKER],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=_child_env(
-                TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})
-            ),
+def test_fit_on_two_workers_on_loopback_through_tf_config(tmp_path: Path) -> None:
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(2)]}
+    envs = [
+        _child_env(
+            TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}}),
+            CHECKPOINT_DIR=str(tmp_path),
         )
         for i in range(2)
     ]
-    outputs = []
-    try:
-        for worker in workers:
-            outputs.append(worker.communicate(timeout=TIMEOUT))
-    finally:
-        for worker in workers:
-            if worker.poll() is None:
-                worker.kill()
-                worker.communicate()
-    results = []
-    for worker, (stdout, stderr) in zip(workers, outputs, strict=True):
-        assert worker.returncode == 0, stderr[-3000:]
-        result = _result(stdout)
-        results.append(result)
-        assert result["info"]["strategy"] == "MultiWorkerMirroredStrategy"  # type: ignore[index]
-        assert result["info"]["workers"] == 2  # type: ignore[index]
-        assert result["info"]["replicas"] == 2  # type: ignore[index]
-        assert result["all_reduce"] == 2.0  # one replica on each worker took part
-        assert result["same_strategy"] is True
-        assert result["replicas"] == 2
-    errors = [r["fit_error"] for r in results if "fit_error" in r]
-    if errors:
-        # Keras 3 model.fit under MultiWorkerMirroredStrategy fails in its own
-        # symbolic build (keras-team/keras#20585, tensorflow/tensorflow#72388).
-        pytest.xfail(f"Keras 3 fit under MultiWorkerMirroredStrategy: {errors[0]}")
-    assert results[0]["loss"] == results[1]["loss"]  # one model, trained in sync
+    chief, other = _run_children(LOOPBACK_WORKER + FIT_TINY_MODEL, envs)
+    for result in (chief, other):
+        _check_training(result)
+        assert result["info"]["strategy"] == "MultiWorkerMirroredStrategy"
+        assert result["info"]["workers"] == 2
+        assert len(result["info"]["devices"]) == 1  # one replica on each worker
+        assert result["all_reduce"] == 2.0  # both workers took part
+    # One model trained in sync: same weights (BatchNormalization statistics included)
+    # and the same all-reduced metrics on both workers.
+    assert chief["weights"] == other["weights"]
+    assert chief["history"] == other["history"]
+    # Every worker runs the callbacks: the chief writes in checkpoint_dir, the other in a
+    # sub-folder.
+    assert Path(chief["checkpoints"]["log"]) == tmp_path / "training_log.csv"
+    assert Path(other["checkpoints"]["log"]) == tmp_path / "worker-1" / "training_log.csv"
+    assert (tmp_path / "best_val_loss.keras").is_file()
+    assert (tmp_path / "worker-1" / "best_val_loss.keras").is_file()

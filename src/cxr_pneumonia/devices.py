@@ -52,7 +52,8 @@ def select_strategy(devices: Sequence[str] | None = None) -> tf.distribute.Strat
 
     Returns:
         A ``tf.distribute.Strategy``; build models in its ``scope()``
-        (``build_model(..., strategy=...)`` does), and ``model.fit`` uses it.
+        (``build_model(..., strategy=...)`` does), and
+        :func:`cxr_pneumonia.fit` trains with it (``model.distribute_strategy``).
 
     Raises:
         ValueError: If ``devices`` is an empty list or not a list of strings.

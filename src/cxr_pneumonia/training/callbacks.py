@@ -44,6 +44,7 @@ __all__ = [
     "is_lower_better",
     "run_state_callbacks",
     "step_decay",
+    "warmup_cosine_decay",
 ]
 
 logger = logging.getLogger("cxr_pneumonia")
@@ -365,6 +366,60 @@ def step_decay(
 
     def schedule(epoch: int, lr: float = 0.0) -> float:
         return float(initial * drop ** (epoch // every))
+
+    return schedule
+
+
+def warmup_cosine_decay(
+    peak: float = 0.002, *, epochs: int, warmup: int = 2, final: float = 1e-6
+) -> Callable[[int, float], float]:
+    """A linear-warmup, cosine-decay schedule for ``keras.callbacks.LearningRateScheduler``.
+
+    The rate rises linearly over the first ``warmup`` epochs (``peak / (warmup
+    + 1)``, ``2 * peak / (warmup + 1)``, ...), reaches ``peak``, then follows
+    half a cosine down to ``final`` at the last epoch. Warmup keeps batch
+    normalization's running statistics from being wrecked by large first
+    steps, and the slow end lets a fixed number of epochs finish on settled
+    weights, which is the recipe of the shipped model.
+
+    Args:
+        peak: Highest learning rate, reached after the warmup (``> 0``).
+        epochs: Total number of epochs the schedule spans (``>= 1``).
+        warmup: Warmup epochs (``0 <= warmup < epochs``).
+        final: Learning rate at the last epoch (``0 <= final <= peak``).
+
+    Returns:
+        A function ``(epoch, lr) -> float`` (the current ``lr`` is ignored).
+
+    Raises:
+        ValueError: If an argument is out of range.
+
+    Example:
+        >>> schedule = warmup_cosine_decay(0.002, epochs=12, warmup=1, final=0.0)
+        >>> schedule(0), schedule(1), schedule(11)
+        (0.001, 0.002, 0.0)
+    """
+    if not isinstance(peak, (int, float)) or not (math.isfinite(peak) and peak > 0):
+        msg = f"warmup_cosine_decay peak must be a finite number > 0; got {peak!r}"
+        raise ValueError(msg)
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        msg = f"warmup_cosine_decay epochs must be an int >= 1; got {epochs!r}"
+        raise ValueError(msg)
+    if isinstance(warmup, bool) or not isinstance(warmup, int) or not 0 <= warmup < epochs:
+        msg = f"warmup_cosine_decay warmup must be an int in [0, epochs={epochs}); got {warmup!r}"
+        raise ValueError(msg)
+    if not isinstance(final, (int, float)) or not 0 <= final <= peak:
+        msg = f"warmup_cosine_decay final must be in [0, peak={peak}]; got {final!r}"
+        raise ValueError(msg)
+    decay_epochs = epochs - warmup - 1
+
+    def schedule(epoch: int, lr: float = 0.0) -> float:
+        if epoch < warmup:
+            return float(peak * (epoch + 1) / (warmup + 1))
+        if decay_epochs <= 0:
+            return float(peak)
+        progress = min(1.0, (epoch - warmup) / decay_epochs)
+        return float(final + 0.5 * (peak - final) * (1.0 + math.cos(math.pi * progress)))
 
     return schedule
 
