@@ -130,6 +130,32 @@ def test_existing_bundle_needs_overwrite(model: keras.Model, tmp_path: Path) -> 
     assert [p.name for p in tmp_path.iterdir()] == ["b"]
 
 
+def test_bundle_holds_no_optimizer_state_and_normal_modes(tmp_path: Path) -> None:
+    import io
+    import zipfile
+
+    import h5py
+
+    trained = tiny_model()
+    trained.compile(optimizer=keras.optimizers.Adam(use_ema=True), loss="binary_crossentropy")
+    trained.fit(batch(n=4), np.array([0, 1, 0, 1]), epochs=1, verbose=0)
+    path = save_model(trained, tmp_path / "trained")
+    with zipfile.ZipFile(path / "model.keras") as archive:
+        weights = h5py.File(io.BytesIO(archive.read("model.weights.h5")), "r")
+        assert "optimizer" not in weights
+    loaded, _ = load_bundle(path)
+    np.testing.assert_allclose(loaded.predict_on_batch(batch()), trained.predict_on_batch(batch()))
+    assert path.stat().st_mode & 0o777 == 0o777 & ~_umask()
+
+
+def _umask() -> int:
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def test_crash_during_save_leaves_nothing(
     model: keras.Model, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -31,6 +31,7 @@ import json
 import os
 import shutil
 import tempfile
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -335,10 +336,12 @@ def save_model(
         msg = f"{target} already exists; pass overwrite=True to replace it, or choose another path"
         raise BundleError(msg)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    # mkdir (not mkdtemp, which makes it 0700) so the bundle gets the umask's usual modes.
+    tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:12]}"
+    tmp.mkdir()
     try:
         model_file = tmp / MODEL_FILE
-        model.save(model_file)
+        _without_optimizer(model).save(model_file)
         metadata = dataclasses.replace(
             metadata,
             metrics=_plain_json(extras["metrics"]),
@@ -566,3 +569,19 @@ def _load_keras(file: Path) -> keras.Model:
         msg = f"{file} holds a {type(model).__name__}, not a Keras model"
         raise BundleError(msg)
     return model
+
+
+def _without_optimizer(model: keras.Model) -> keras.Model:
+    """``model``, or an uncompiled copy with its weights when it has an optimizer.
+
+    Keras 3 writes the optimizer's state into a ``.keras`` file whenever the
+    model is compiled (``include_optimizer`` is gone); for an inference bundle
+    that state is dead weight (about three times the model's own with Adam
+    and EMA).
+    """
+    if getattr(model, "optimizer", None) is None:
+        return model
+    # from_config, not clone_model: Keras 3 clones compile the copy too.
+    copy = type(model).from_config(model.get_config())
+    copy.set_weights(model.get_weights())
+    return copy
