@@ -178,20 +178,54 @@ def test_help_exits_0(run: Run) -> None:
 # --- predict ----------------------------------------------------------------------------
 
 
-def test_predict_without_model_uses_the_shipped_one_or_says_why_not(
-    run: Run, test_images: list[Path]
-) -> None:
+def test_predict_without_model_uses_the_shipped_one(run: Run, test_images: list[Path]) -> None:
     code, out, err = run("predict", test_images[0])
-    try:
-        Predictor.default()
-    except Exception:
-        assert code == 1
-        assert "ships no default model" in err
-        assert "--model BUNDLE" in err
-        assert out == ""
-    else:  # pragma: no cover - once the default model ships
-        assert code == 0, err
-        assert str(test_images[0]) in out
+    assert code == 0, err
+    assert str(test_images[0]) in out
+
+
+def test_predict_without_a_shipped_model_says_why(
+    run: Run, test_images: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cxr_pneumonia.exceptions import BundleError
+
+    def absent(cls: type[Predictor], **options: object) -> Predictor:
+        raise BundleError("this installation of cxr-pneumonia ships no default model")
+
+    monkeypatch.setattr(Predictor, "default", classmethod(absent))
+    code, out, err = run("predict", test_images[0])
+    assert code == 1
+    assert "ships no default model" in err
+    assert "--model BUNDLE" in err
+    assert out == ""
+
+
+def test_train_cosine_recipe_is_applied_and_recorded(
+    workspace: Path, data_dir: Path, cache_dir: Path
+) -> None:
+    """The shipped model's recipe: AdamW + EMA, warmup-cosine schedule, custom augmentation."""
+    out = workspace / "cosine-bundle"
+    argv = [
+        "train", "--data-dir", str(data_dir), "--cache-dir", str(cache_dir), "--no-progress",
+        "--image-size", "32", "--batch-size", "4", "--validation-fraction", "0.34",
+        "--epochs", "3", "--schedule", "cosine", "--warmup-epochs", "1",
+        "--learning-rate", "0.004", "--optimizer", "adamw", "--weight-decay", "0.0001",
+        "--ema", "--zoom", "0.2", "--contrast", "0.3", "--no-flip", "--out", str(out),
+    ]  # fmt: skip
+    assert main(argv) == 0
+    training = read_metadata(out).training
+    assert training["schedule"] == "cosine"
+    assert training["warmup_epochs"] == 1
+    assert training["optimizer"] == "adamw"
+    assert training["weight_decay"] == pytest.approx(1e-4)
+    assert training["ema"] is True
+    assert training["augmentation"]["zoom"] == pytest.approx(0.2)
+    assert training["augmentation"]["contrast"] == pytest.approx(0.3)
+    assert training["augmentation"]["horizontal_flip"] is False
+    assert training["epochs_run"] == 3  # a fixed-length run: no early stopping
+    with (workspace / "cosine-bundle.checkpoints" / "training_log.csv").open() as handle:
+        rates = [float(row["learning_rate"]) for row in csv.DictReader(handle)]
+    assert rates == pytest.approx([0.002, 0.004, 1e-6])
 
 
 def test_train_writes_a_bundle_with_its_provenance(bundle: Path, data_dir: Path) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import dataclasses
 import glob
 import importlib
 import io
@@ -34,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from cxr_pneumonia._version import __version__
+from cxr_pneumonia.data.pipeline import Augmentation
 from cxr_pneumonia.exceptions import BundleError, CXRPneumoniaError
 
 __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "main"]
@@ -161,7 +163,27 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--image-size", type=_positive_int, default=224, help="side in pixels")
     train.add_argument("--color-mode", choices=("grayscale", "rgb"), default="grayscale")
     train.add_argument("--optimizer", choices=("adam", "adamw", "rmsprop", "sgd"), default="adam")
-    train.add_argument("--learning-rate", type=_positive_float, default=1e-3)
+    train.add_argument(
+        "--learning-rate", type=_positive_float, default=1e-3, help="(peak) learning rate"
+    )
+    train.add_argument(
+        "--weight-decay", type=_non_negative_float, default=0.0, help="decoupled weight decay"
+    )
+    train.add_argument(
+        "--ema",
+        action="store_true",
+        help="keep an exponential moving average of the weights and save that",
+    )
+    train.add_argument(
+        "--schedule",
+        choices=("plateau", "cosine"),
+        default="plateau",
+        help="plateau: the default callbacks (early stopping, halve the rate on plateaus); "
+        "cosine: a fixed-length run, linear warmup then cosine decay, no early stopping",
+    )
+    train.add_argument(
+        "--warmup-epochs", type=_non_negative_int, default=2, help="with --schedule cosine"
+    )
     train.add_argument("--dropout", type=_fraction, help="dropout rate (default: the model's)")
     train.add_argument(
         "--validation-fraction",
@@ -189,6 +211,11 @@ def _parser() -> argparse.ArgumentParser:
         help="don't weigh the classes to balance them",
     )
     train.add_argument("--no-augment", dest="augment", action="store_false")
+    defaults = Augmentation()
+    augment = train.add_argument_group("augmentation ranges (see Augmentation)")
+    for name in ("rotation", "shift", "shear", "zoom", "brightness", "contrast"):
+        augment.add_argument(f"--{name}", type=_non_negative_float, default=getattr(defaults, name))
+    augment.add_argument("--no-flip", dest="horizontal_flip", action="store_false")
     train.add_argument(
         "--checkpoint-dir", help="checkpoints and resume state (default: OUT.checkpoints)"
     )
@@ -289,6 +316,14 @@ def _non_negative_int(text: str) -> int:
     value: int = _number(text, int)
     if value < 0:
         msg = f"must be 0 or more, got {text}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value: float = _number(text, float)
+    if not 0.0 <= value < float("inf"):  # also refuses nan
+        msg = f"must be 0 or a positive number, got {text}"
         raise argparse.ArgumentTypeError(msg)
     return value
 
@@ -463,6 +498,39 @@ def _load_data(args: argparse.Namespace, **options: Any) -> Any:
     )
 
 
+def _augmentation(args: argparse.Namespace) -> Augmentation | None:
+    if not args.augment:
+        return None
+    ranges = ("rotation", "shift", "shear", "zoom", "brightness", "contrast", "horizontal_flip")
+    return Augmentation(**{name: getattr(args, name) for name in ranges})
+
+
+def _optimizer(args: argparse.Namespace) -> Any:
+    """The optimizer name, or an instance when weight decay or EMA is asked for."""
+    if not args.weight_decay and not args.ema:
+        return args.optimizer
+    from cxr_pneumonia.training.fit import OPTIMIZERS
+
+    options: dict[str, Any] = {"learning_rate": args.learning_rate, "use_ema": args.ema}
+    if args.weight_decay:
+        options["weight_decay"] = args.weight_decay
+    return OPTIMIZERS[args.optimizer](**options)
+
+
+def _schedule_callbacks(args: argparse.Namespace) -> Any:
+    """``"default"`` for the plateau schedule, else the warmup-cosine scheduler alone."""
+    if args.schedule == "plateau":
+        return "default"
+    import keras
+
+    from cxr_pneumonia.training.callbacks import warmup_cosine_decay
+
+    schedule = warmup_cosine_decay(
+        args.learning_rate, epochs=args.epochs, warmup=args.warmup_epochs
+    )
+    return [keras.callbacks.LearningRateScheduler(schedule)]
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from cxr_pneumonia.bundle import save_model
     from cxr_pneumonia.evaluation import choose_threshold, evaluate
@@ -474,13 +542,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
         msg = f"{out} already exists; pass --overwrite to replace it, or choose another --out"
         raise FileExistsError(msg)
     size = (args.image_size, args.image_size)
+    augmentation = _augmentation(args)
     data = _load_data(
         args,
         image_size=size,
         color_mode=args.color_mode,
         batch_size=args.batch_size,
         validation_fraction=args.validation_fraction,
-        augment=args.augment,
+        augment=augmentation or False,
         seed=args.seed,
     )
     _logger.info("%s", data.summary())
@@ -495,8 +564,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         data,
         epochs=args.epochs,
         learning_rate=args.learning_rate,
-        optimizer=args.optimizer,
+        optimizer=_optimizer(args),
         class_weight="balanced" if args.class_weight else None,
+        callbacks=_schedule_callbacks(args),
         checkpoint_dir=checkpoint_dir,
         resume=args.resume,
         fine_tune_epochs=args.fine_tune_epochs,
@@ -543,7 +613,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
         "batch_size": args.batch_size,
         "optimizer": args.optimizer,
         "learning_rate": args.learning_rate,
-        "augment": args.augment,
+        "weight_decay": args.weight_decay,
+        "ema": args.ema,
+        "schedule": args.schedule,
+        "warmup_epochs": args.warmup_epochs if args.schedule == "cosine" else None,
+        "augmentation": dataclasses.asdict(augmentation) if augmentation else None,
         "class_weight": "balanced" if args.class_weight else None,
         "weights": args.weights,
         "wall_time": round(result.wall_time, 1),

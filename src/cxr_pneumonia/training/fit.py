@@ -774,7 +774,7 @@ def fit(
             phase,
             offset + 1,
             offset + phase_epochs,
-            rate,
+            float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)),
         )
         train = _fit_multi_worker if multi_worker else _keras_fit
         try:
