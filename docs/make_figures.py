@@ -4,8 +4,8 @@ Writes into ``--out`` (default ``docs/figures``):
 
 * ``roc.png``, ``precision-recall.png``, ``confusion-matrix.png``,
   ``calibration.png``: the bundle on its patient-grouped validation split
-  (rebuilt from ``--data-dir`` with the bundle's image size, color mode, and
-  the ``--validation-fraction`` and ``--seed`` of its training), at its threshold;
+  (rebuilt from ``--data-dir`` with the bundle's image size, color mode,
+  validation fraction and seed as its metadata records them), at its threshold;
 * ``training-history.png``: from the CSV log of the training run, if given;
 * ``gradcam-<name>.png``: Grad-CAM overlays of the images given with ``--images``
   (e.g. the sample images shipped with the package).
@@ -44,8 +44,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="bundle folder (default: the shipped model)")
     parser.add_argument("--data-dir", required=True, help="the data the bundle was trained on")
-    parser.add_argument("--validation-fraction", type=float, default=0.1)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--validation-fraction", type=float, help="default: the one the bundle records, else 0.1"
+    )
+    parser.add_argument("--seed", type=int, help="default: the one the bundle records, else 0")
     parser.add_argument("--log", type=Path, help="training_log.csv of the training run")
     parser.add_argument("--images", nargs="*", default=[], help="images for Grad-CAM overlays")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "figures")
@@ -53,6 +55,12 @@ def main(argv: list[str] | None = None) -> None:
 
     args.out.mkdir(parents=True, exist_ok=True)
     predictor = Predictor.load(args.model) if args.model else Predictor.default()
+    training = predictor.metadata.training
+    if args.validation_fraction is None:
+        recorded = training.get("data", {}).get("validation_fraction")
+        args.validation_fraction = float(training.get("validation_fraction", recorded or 0.1))
+    if args.seed is None:
+        args.seed = int(training.get("seed", 0))
     data = load_dataset(
         data_dir=args.data_dir,
         image_size=predictor.image_size,
@@ -71,8 +79,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.log:
         plot_history(read_log(args.log), args.out / "training-history.png")
     for image in args.images:
-        explanation = predictor.explain(image)
-        explanation.overlay.save(args.out / f"gradcam-{Path(image).stem}.png")
+        overlay = predictor.explain(image).overlay
+        overlay.thumbnail((640, 640))  # small enough for a web page
+        overlay.save(args.out / f"gradcam-{Path(image).stem}.png")
     print(f"figures written to {args.out}")
 
 

@@ -1,0 +1,85 @@
+"""The default model shipped in the package: present, self-describing, and right.
+
+These tests load the real bundle in ``cxr_pneumonia/assets/default_model``
+(trained by ``scripts/train_default_model.py``), offline.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cxr_pneumonia.bundle import read_metadata
+from cxr_pneumonia.predictor import Predictor
+
+ASSETS = importlib.resources.files("cxr_pneumonia") / "assets"
+SAMPLES = Path(str(ASSETS / "samples"))
+
+
+@pytest.fixture(scope="module")
+def predictor() -> Predictor:
+    return Predictor.default()
+
+
+def test_default_bundle_is_small_and_records_how_it_was_made() -> None:
+    folder = Path(str(ASSETS / "default_model"))
+    size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+    assert size < 5 * 1024 * 1024, f"the shipped bundle is {size / 1e6:.1f} MB"
+    metadata = read_metadata(folder)
+    assert metadata.model_name == "cnn-small"
+    assert metadata.class_names == ("NORMAL", "PNEUMONIA")
+    assert 0.0 < metadata.threshold < 1.0
+    # The committed command (scripts/train_default_model.sh) that rebuilt it.
+    assert metadata.training["command"].startswith("cxr-pneumonia train ")
+    assert "--out src/cxr_pneumonia/assets/default_model" in metadata.training["command"]
+    assert isinstance(metadata.training["seed"], int)
+    # The validation figures it was shipped with, at its threshold.
+    assert metadata.metrics["target_sensitivity"] == pytest.approx(0.97)
+    assert metadata.metrics["val_recall"] >= 0.97
+    assert metadata.metrics["val_roc_auc"] >= 0.98
+
+
+def test_default_model_gets_the_shipped_samples_right(predictor: Predictor) -> None:
+    samples = sorted(SAMPLES.glob("*.jpeg"))
+    assert len(samples) == 2
+    predictions = predictor.predict(samples)
+    for path, prediction in zip(samples, predictions, strict=True):
+        expected = path.name.split("-", 1)[0].upper()
+        assert prediction.label == expected, f"{path.name}: {prediction}"
+
+
+def test_default_model_scores_the_same_image_the_same_in_any_form(predictor: Predictor) -> None:
+    from PIL import Image
+
+    path = sorted(SAMPLES.glob("*.jpeg"))[0]
+    with Image.open(path) as image:
+        gray = np.asarray(image.convert("L"))
+    sixteen_bit = gray.astype(np.uint16) * 257
+    by_path, by_array, by_16bit = predictor.predict([path, gray, sixteen_bit])
+    assert by_array.probability == pytest.approx(by_16bit.probability, abs=1e-6)
+    assert by_path.probability == pytest.approx(by_array.probability, abs=0.02)
+
+
+@pytest.mark.slow
+def test_default_model_on_its_validation_split(predictor: Predictor, shared_data: Path) -> None:
+    """Re-draw the recorded patient-grouped validation split and check the figures hold."""
+    from cxr_pneumonia.data import load_dataset
+    from cxr_pneumonia.evaluation import evaluate
+
+    training = predictor.metadata.training
+    data = load_dataset(
+        data_dir=shared_data / "kermany2018-224",
+        image_size=predictor.image_size,
+        color_mode=predictor.color_mode,
+        validation_fraction=training["data"]["validation_fraction"],
+        seed=training["seed"],
+        augment=False,
+        progress=False,
+    )
+    report = evaluate(predictor, data, split="validation")
+    assert report.roc_auc >= 0.98
+    assert report.recall >= 0.96
+    assert report.accuracy >= 0.93
