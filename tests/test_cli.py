@@ -25,7 +25,7 @@ from PIL import Image
 
 from conftest import synthetic_xray
 from cxr_pneumonia import __version__, prepare_image
-from cxr_pneumonia.bundle import read_metadata
+from cxr_pneumonia.bundle import load_bundle, read_metadata
 from cxr_pneumonia.cli import main
 from cxr_pneumonia.data import sources
 from cxr_pneumonia.predictor import Predictor
@@ -210,7 +210,7 @@ def test_train_cosine_recipe_is_applied_and_recorded(
         "--image-size", "32", "--batch-size", "4", "--validation-fraction", "0.34",
         "--epochs", "3", "--schedule", "cosine", "--warmup-epochs", "1",
         "--learning-rate", "0.004", "--optimizer", "adamw", "--weight-decay", "0.0001",
-        "--ema", "--zoom", "0.2", "--contrast", "0.3", "--no-flip", "--out", str(out),
+        "--ema", "--zoom", "0.2", "--contrast", "0.3", "--no-flip", "--tta", "--out", str(out),
     ]  # fmt: skip
     assert main(argv) == 0
     training = read_metadata(out).training
@@ -222,6 +222,9 @@ def test_train_cosine_recipe_is_applied_and_recorded(
     assert training["augmentation"]["zoom"] == pytest.approx(0.2)
     assert training["augmentation"]["contrast"] == pytest.approx(0.3)
     assert training["augmentation"]["horizontal_flip"] is False
+    assert training["test_time_augmentation"] == "horizontal flip"
+    model, _ = load_bundle(out)
+    assert any(layer.name == "flip_batch" for layer in model.layers)
     assert training["epochs_run"] == 3  # a fixed-length run: no early stopping
     with (workspace / "cosine-bundle.checkpoints" / "training_log.csv").open() as handle:
         rates = [float(row["learning_rate"]) for row in csv.DictReader(handle)]

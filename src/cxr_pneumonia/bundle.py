@@ -32,7 +32,7 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -577,11 +577,35 @@ def _without_optimizer(model: keras.Model) -> keras.Model:
     Keras 3 writes the optimizer's state into a ``.keras`` file whenever the
     model is compiled (``include_optimizer`` is gone); for an inference bundle
     that state is dead weight (about three times the model's own with Adam
-    and EMA).
+    and EMA). A trained model nested in a wrapper (e.g. test-time
+    augmentation) carries its optimizer too.
     """
-    if getattr(model, "optimizer", None) is None:
+    if all(getattr(m, "optimizer", None) is None for m in _models_in(model)):
         return model
-    # from_config, not clone_model: Keras 3 clones compile the copy too.
-    copy = type(model).from_config(model.get_config())
+    import keras
+
+    # Rebuild from the configuration with every compile_config removed: Keras
+    # 3's clone_model and from_config compile the copy (or its nested models)
+    # again, which brings an optimizer back.
+    config = _strip_compile_config(keras.saving.serialize_keras_object(model))
+    copy = keras.saving.deserialize_keras_object(config)
     copy.set_weights(model.get_weights())
     return copy
+
+
+def _strip_compile_config(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _strip_compile_config(v) for k, v in value.items() if k != "compile_config"}
+    if isinstance(value, list):
+        return [_strip_compile_config(v) for v in value]
+    return value
+
+
+def _models_in(model: keras.Model) -> Iterator[keras.Model]:
+    """``model`` and every model nested in it, at any depth."""
+    import keras
+
+    yield model
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield from _models_in(layer)

@@ -186,6 +186,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--dropout", type=_fraction, help="dropout rate (default: the model's)")
     train.add_argument(
+        "--tta",
+        action="store_true",
+        help="save a model that averages each image with its mirror image (test-time "
+        "augmentation; twice the inference cost)",
+    )
+    train.add_argument(
         "--validation-fraction",
         type=_fraction,
         default=0.1,
@@ -574,6 +580,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
         seed=args.seed,
         verbose=1 if sys.stdout.isatty() else 2,  # no progress-bar redraws in log files
     )
+    if args.tta:
+        from cxr_pneumonia.models import with_flip_tta
+
+        model = with_flip_tta(model)
     threshold, metrics = 0.5, {}
     if data.validation is None:
         _logger.warning("no validation split (--validation-fraction 0): threshold stays 0.5")
@@ -618,6 +628,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         "schedule": args.schedule,
         "warmup_epochs": args.warmup_epochs if args.schedule == "cosine" else None,
         "augmentation": dataclasses.asdict(augmentation) if augmentation else None,
+        "test_time_augmentation": "horizontal flip" if args.tta else None,
         "class_weight": "balanced" if args.class_weight else None,
         "weights": args.weights,
         "wall_time": round(result.wall_time, 1),

@@ -6,6 +6,8 @@
 - :mod:`~cxr_pneumonia.models.backbones`: ImageNet backbones with a binary head,
   :func:`find_backbone`, :func:`set_backbone_trainable`.
 - :mod:`~cxr_pneumonia.models.layers`: the serialisable preprocessing layers.
+- :mod:`~cxr_pneumonia.models.tta`: :func:`with_flip_tta`, flip test-time
+  augmentation inside the model.
 
 Never imports :mod:`cxr_pneumonia.data` or :mod:`cxr_pneumonia.training`.
 """
@@ -13,7 +15,7 @@ Never imports :mod:`cxr_pneumonia.data` or :mod:`cxr_pneumonia.training`.
 from __future__ import annotations
 
 from cxr_pneumonia.models.backbones import BACKBONE_NAME, find_backbone, set_backbone_trainable
-from cxr_pneumonia.models.layers import PixelPreprocessing, RepeatChannels
+from cxr_pneumonia.models.layers import FlipBatch, MeanOfHalves, PixelPreprocessing, RepeatChannels
 from cxr_pneumonia.models.registry import (
     MODELS,
     ModelSpec,
@@ -22,10 +24,13 @@ from cxr_pneumonia.models.registry import (
     imagenet_weights_path,
     list_models,
 )
+from cxr_pneumonia.models.tta import with_flip_tta
 
 __all__ = [
     "BACKBONE_NAME",
     "MODELS",
+    "FlipBatch",
+    "MeanOfHalves",
     "ModelSpec",
     "PixelPreprocessing",
     "RepeatChannels",
@@ -35,4 +40,5 @@ __all__ = [
     "imagenet_weights_path",
     "list_models",
     "set_backbone_trainable",
+    "with_flip_tta",
 ]

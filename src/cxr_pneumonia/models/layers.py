@@ -13,8 +13,11 @@ layers, no pickled Python code).
   whose rescaling is part of the Keras application).
 - :class:`RepeatChannels` turns a 1-channel image into 3 identical channels
   (ImageNet backbones expect RGB); 3-channel input passes through.
+- :class:`FlipBatch` and :class:`MeanOfHalves` implement horizontal-flip
+  test-time augmentation inside a model (see
+  :func:`~cxr_pneumonia.models.with_flip_tta`).
 
-Both are registered with ``keras.saving.register_keras_serializable(package="cxr_pneumonia")``.
+All are registered with ``keras.saving.register_keras_serializable(package="cxr_pneumonia")``.
 """
 
 from __future__ import annotations
@@ -24,7 +27,13 @@ from typing import Any
 import keras
 from keras import ops
 
-__all__ = ["PREPROCESSING_MODES", "PixelPreprocessing", "RepeatChannels"]
+__all__ = [
+    "PREPROCESSING_MODES",
+    "FlipBatch",
+    "MeanOfHalves",
+    "PixelPreprocessing",
+    "RepeatChannels",
+]
 
 PREPROCESSING_MODES: tuple[str, ...] = ("unit", "caffe", "torch", "raw")
 """Modes of :class:`PixelPreprocessing`."""
@@ -131,3 +140,32 @@ class RepeatChannels(keras.layers.Layer):
     def get_config(self) -> dict[str, Any]:
         """Layer config, including ``channels``."""
         return {**super().get_config(), "channels": self.channels}
+
+
+@keras.saving.register_keras_serializable(package="cxr_pneumonia")
+class FlipBatch(keras.layers.Layer):
+    """Append the left-right mirror image of every image to the batch.
+
+    ``(N, H, W, C)`` in, ``(2N, H, W, C)`` out: the N originals, then their N
+    mirror images, in the same order.
+    """
+
+    def call(self, inputs: Any) -> Any:
+        return ops.concatenate([inputs, ops.flip(inputs, axis=2)], axis=0)
+
+    def compute_output_shape(self, input_shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
+        batch = input_shape[0]
+        return (None if batch is None else 2 * batch, *input_shape[1:])
+
+
+@keras.saving.register_keras_serializable(package="cxr_pneumonia")
+class MeanOfHalves(keras.layers.Layer):
+    """Average the first and second halves of the batch: ``(2N, ...)`` in, ``(N, ...)`` out."""
+
+    def call(self, inputs: Any) -> Any:
+        half = ops.shape(inputs)[0] // 2
+        return (inputs[:half] + inputs[half:]) / 2.0
+
+    def compute_output_shape(self, input_shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
+        batch = input_shape[0]
+        return (None if batch is None else batch // 2, *input_shape[1:])
