@@ -149,6 +149,13 @@ def test_console_script_lists_the_models() -> None:
     result = script("models")
     assert result.returncode == 0, result.stderr
     assert "cnn-small" in result.stdout
+    # TensorFlow's C++ start-up lines (oneDNN, CUDA probes), where this
+    # TensorFlow writes them at all (--verbose shows them), are muted.
+    verbose = script("--verbose", "models")
+    assert verbose.returncode == 0, verbose.stderr
+    for native_log in ("I0000", "absl::InitializeLog"):
+        if native_log in verbose.stderr:
+            assert native_log not in result.stderr
 
 
 # --- usage ------------------------------------------------------------------------------

@@ -78,6 +78,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.verbose:
         # Read by TensorFlow's C++ logging when it is first imported (lazily, below).
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        if args.command not in _NO_TENSORFLOW:
+            _start_tensorflow_quietly()
     with _log_to_stderr(logging.DEBUG if args.verbose else logging.INFO):
         try:
             return int(args.handler(args))
@@ -87,6 +89,40 @@ def main(argv: Sequence[str] | None = None) -> int:
         except KeyboardInterrupt:
             _error("interrupted")
             return 130
+
+
+_NO_TENSORFLOW = frozenset({"datasets", "download"})
+"""Commands that never start TensorFlow."""
+
+
+def _start_tensorflow_quietly() -> None:
+    """Import TensorFlow and find its devices with the process's stderr muted.
+
+    TensorFlow's C++ start-up (oneDNN and CUDA probes) writes INFO and ERROR
+    lines straight to file descriptor 2, ignoring ``TF_CPP_MIN_LOG_LEVEL`` in
+    recent releases; on a machine without a GPU they are noise that buries the
+    command's own output. ``--verbose`` shows them.
+    """
+    if "tensorflow" in sys.modules:
+        return
+    try:
+        saved = os.dup(2)
+    except OSError:  # no usable stderr: nothing to protect
+        return
+    try:
+        sys.stderr.flush()
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            try:
+                import tensorflow as tf
+
+                tf.config.list_physical_devices()
+            finally:
+                os.dup2(saved, 2)
+    except ImportError:
+        pass  # reported, unmuted, by the command that needs it
+    finally:
+        os.close(saved)
 
 
 @contextlib.contextmanager
