@@ -4,7 +4,7 @@ A chest radiograph and its left-right mirror image show the same findings
 (the heart moves to the other side, which the training augmentation already
 teaches the model to ignore). Averaging a model's probability over both makes
 the scores steadier: on the patient-grouped validation split of the shipped
-model's recipe it raised ROC AUC by 0.0004 to 0.0009 in three training runs,
+model's recipe it raised ROC AUC by 0.0003 to 0.0006 in three training runs,
 and specificity at the 97 %-sensitivity threshold by 1 to 1.5 points in two
 of them (not in the shipped run). Because the averaging is part of the saved graph, the
 Predictor, :func:`~cxr_pneumonia.evaluate`, Grad-CAM (which explains the
