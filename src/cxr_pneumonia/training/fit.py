@@ -30,6 +30,7 @@ import numpy as np
 
 from cxr_pneumonia.data.splits import DatasetSplits
 from cxr_pneumonia.exceptions import TrainingError
+from cxr_pneumonia.models.backbones import find_backbone, set_backbone_trainable
 from cxr_pneumonia.training._distributed import (
     fit_multi_worker,
     is_multi_worker,
@@ -285,18 +286,6 @@ def _check_model(model: keras.Model) -> None:
 # --------------------------------------------------------------------------- backbone
 
 
-def _find_backbone(model: keras.Model) -> keras.layers.Layer | None:
-    from cxr_pneumonia.models import find_backbone
-
-    return find_backbone(model)
-
-
-def _set_backbone_trainable(model: keras.Model, trainable: bool) -> None:
-    from cxr_pneumonia.models import set_backbone_trainable
-
-    set_backbone_trainable(model, trainable)
-
-
 # --------------------------------------------------------------------------- run state
 
 
@@ -546,7 +535,7 @@ def fit(
         )
         raise ValueError(msg)
     _check_callbacks(callbacks, has_validation)
-    if fine_tune_epochs and _find_backbone(model) is None:
+    if fine_tune_epochs and find_backbone(model) is None:
         msg = (
             f"fine_tune_epochs={fine_tune_epochs} but model {model.name!r} has no pretrained "
             "backbone to unfreeze; use fine_tune_epochs=0 or a backbone model (e.g. resnet50)"
@@ -598,7 +587,7 @@ def fit(
     offset = 0
     for index, (phase, phase_epochs, rate) in enumerate(plan):
         if phase == "fine_tune":
-            _set_backbone_trainable(model, True)
+            set_backbone_trainable(model, True)
         status = state["phases"].get(phase)
         if status == "done" and folder is not None:
             _load_npz_weights(model, folder / f"after_{phase}.weights.npz")
