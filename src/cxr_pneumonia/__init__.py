@@ -47,6 +47,8 @@ if TYPE_CHECKING:
     from cxr_pneumonia.images import load_image, prepare_image, resize_image
     from cxr_pneumonia.models import build_model, list_models
     from cxr_pneumonia.predictor import Prediction, Predictor
+    from cxr_pneumonia.robustness import ShiftReport, ShiftResult, shift_report
+    from cxr_pneumonia.shifts import apply_shift, list_shifts
     from cxr_pneumonia.training import (
         CrossValidationResult,
         TrainingResult,
@@ -66,8 +68,11 @@ _LAZY: dict[str, str] = {
     "Explanation": "cxr_pneumonia.explain",
     "Prediction": "cxr_pneumonia.predictor",
     "Predictor": "cxr_pneumonia.predictor",
+    "ShiftReport": "cxr_pneumonia.robustness",
+    "ShiftResult": "cxr_pneumonia.robustness",
     "SkippedFilesWarning": "cxr_pneumonia.data",
     "TrainingResult": "cxr_pneumonia.training",
+    "apply_shift": "cxr_pneumonia.shifts",
     "build_model": "cxr_pneumonia.models",
     "callbacks": "cxr_pneumonia.training",
     "choose_threshold": "cxr_pneumonia.evaluation",
@@ -81,6 +86,7 @@ _LAZY: dict[str, str] = {
     "get_source": "cxr_pneumonia.data",
     "list_datasets": "cxr_pneumonia.data",
     "list_models": "cxr_pneumonia.models",
+    "list_shifts": "cxr_pneumonia.shifts",
     "load_bundle": "cxr_pneumonia.bundle",
     "load_dataset": "cxr_pneumonia.data",
     "load_image": "cxr_pneumonia.images",
@@ -89,6 +95,7 @@ _LAZY: dict[str, str] = {
     "resize_image": "cxr_pneumonia.images",
     "save_model": "cxr_pneumonia.bundle",
     "select_strategy": "cxr_pneumonia.devices",
+    "shift_report": "cxr_pneumonia.robustness",
 }
 
 __all__ = [
@@ -107,6 +114,8 @@ __all__ = [
     "InvalidImageError",
     "Prediction",
     "Predictor",
+    "ShiftReport",
+    "ShiftResult",
     "SkippedFilesWarning",
     "TrainingError",
     "TrainingResult",
@@ -114,6 +123,7 @@ __all__ = [
     "UnknownModelError",
     "WeightsUnavailableError",
     "__version__",
+    "apply_shift",
     "build_model",
     "callbacks",
     "choose_threshold",
@@ -127,6 +137,7 @@ __all__ = [
     "get_source",
     "list_datasets",
     "list_models",
+    "list_shifts",
     "load_bundle",
     "load_dataset",
     "load_image",
@@ -135,6 +146,7 @@ __all__ = [
     "resize_image",
     "save_model",
     "select_strategy",
+    "shift_report",
 ]
 
 

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
     from cxr_pneumonia.evaluation import EvaluationReport
+    from cxr_pneumonia.robustness import ShiftReport
 
 __all__ = [
     "plot_calibration",
@@ -36,6 +37,7 @@ __all__ = [
     "plot_history",
     "plot_precision_recall",
     "plot_roc",
+    "plot_shift_report",
 ]
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -417,3 +419,75 @@ def _unit_square(ax: Axes) -> None:
     ax.set_ylim(-0.01, 1.01)
     ax.set_aspect("equal")
     ax.grid(alpha=0.3)
+
+
+def plot_shift_report(
+    report: ShiftReport,
+    path: PathLike | None = None,
+    *,
+    metrics: Sequence[str] = ("roc_auc", "sensitivity", "specificity"),
+) -> Figure:
+    """Draw a shift report: one panel per metric, one bar per (shift, strength).
+
+    Each bar is the metric under one shift; the dashed line is the unshifted
+    baseline; bars below it are orange, the worst one red, so the shifts that
+    hurt stand out. The x axis starts just below the lowest value.
+
+    Args:
+        report: A :class:`~cxr_pneumonia.robustness.ShiftReport`.
+        path: Where to save the figure as a PNG; ``None`` saves nothing.
+        metrics: Which metrics to draw, from
+            :data:`~cxr_pneumonia.robustness.SHIFT_METRICS`.
+
+    Returns:
+        The matplotlib ``Figure``.
+
+    Raises:
+        ImportError: If matplotlib is not installed.
+        ValueError: If ``metrics`` is empty or names an unknown metric, or the
+            report has no shifted rows.
+    """
+    from cxr_pneumonia.robustness import SHIFT_METRICS
+
+    if isinstance(metrics, str):
+        metrics = [metrics]
+    unknown = [m for m in metrics if m not in SHIFT_METRICS]
+    if not metrics or unknown:
+        msg = f"metrics must be some of: {', '.join(SHIFT_METRICS)}; got {list(metrics)!r}"
+        raise ValueError(msg)
+    rows = list(report.rows)
+    if not rows:
+        msg = "the shift report has no shifted rows to draw"
+        raise ValueError(msg)
+    titles = {"roc_auc": "ROC AUC", "sensitivity": "Sensitivity", "specificity": "Specificity"}
+    titles["accuracy"] = "Accuracy"
+    figure = _new_figure(3.0 * len(metrics) + 1.4, 0.22 * len(rows) + 1.4)
+    axes = figure.subplots(1, len(metrics), sharey=True, squeeze=False)[0]
+    positions = np.arange(len(rows))
+    for ax, metric in zip(axes, metrics, strict=True):
+        values = np.array([getattr(r, metric) for r in rows], dtype=np.float64)
+        base = float(getattr(report.baseline, metric))
+        worst = report.worst(metric)
+        colors = [
+            "#d62728" if r is worst else ("#ff7f0e" if v < base else "#1f77b4")
+            for r, v in zip(rows, values, strict=True)
+        ]
+        shown = np.nan_to_num(values, nan=0.0)
+        ax.barh(positions, shown, color=colors, height=0.7)
+        if not math.isnan(base):
+            ax.axvline(base, color="black", linestyle="--", linewidth=1, label="no shift")
+        finite = values[np.isfinite(values)]
+        low = min(float(finite.min()) if finite.size else 0.0, base if not math.isnan(base) else 1)
+        ax.set_xlim(max(0.0, low - 0.05 * (1.0 - low) - 0.01), 1.0)
+        ax.set_title(f"{titles[metric]} (worst: {worst.label})", fontsize=9)
+        ax.grid(axis="x", alpha=0.3)
+        ax.tick_params(axis="x", labelsize=8)
+    axes[0].set_yticks(positions, labels=[r.label for r in rows], fontsize=8)
+    axes[0].invert_yaxis()
+    axes[0].legend(loc="lower left", fontsize=8)
+    where = f"{report.split} split, " if report.split else ""
+    figure.suptitle(
+        f"Acquisition shifts: {where}{report.n} images, threshold {report.threshold:.3f}",
+        fontsize=10,
+    )
+    return _finish(figure, path)

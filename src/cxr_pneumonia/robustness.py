@@ -1,0 +1,474 @@
+"""How a model holds up under acquisition shifts: :func:`shift_report`, :class:`ShiftReport`.
+
+A validation split drawn from the training distribution says little about
+images from another scanner or hospital: a model can score ROC AUC 0.998 there
+and lose ten points of specificity on a test set whose images are a little
+flatter or framed a little tighter. :func:`shift_report` scores a model on a
+labelled split under each shift of :mod:`cxr_pneumonia.shifts` at a few
+strengths: ROC AUC, and sensitivity and specificity at the model's decision
+threshold (the threshold does not move with the images, as in deployment),
+beside the unshifted baseline, and picks the worst case of each metric.
+
+The split is decoded once (a :class:`~cxr_pneumonia.DatasetSplits` already
+holds its ``uint8`` pixels), each shift is applied to those arrays, and the
+model runs over them in batches through :func:`~cxr_pneumonia.evaluate`.
+
+Example:
+    >>> predictor = Predictor.load("bundles/cnn")                       # doctest: +SKIP
+    >>> data = load_dataset(data_dir="chest_xray", image_size=predictor.image_size,
+    ...                     color_mode=predictor.color_mode)             # doctest: +SKIP
+    >>> report = shift_report(predictor, data, split="validation")      # doctest: +SKIP
+    >>> report.worst("specificity")                                     # doctest: +SKIP
+    ShiftResult(shift='contrast', strength=0.6, roc_auc=0.99, sensitivity=0.99, ...)
+    >>> print(report.to_markdown())                                     # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from cxr_pneumonia.data.splits import CLASS_NAMES, DatasetSplits
+from cxr_pneumonia.evaluation import evaluate
+from cxr_pneumonia.shifts import DEFAULT_SHIFTS, get_shift
+
+__all__ = ["BASELINE", "SHIFT_METRICS", "ShiftReport", "ShiftResult", "shift_report"]
+
+logger = logging.getLogger("cxr_pneumonia")
+
+BASELINE = "none"
+"""The ``shift`` name of the unshifted row."""
+
+SHIFT_METRICS: tuple[str, ...] = ("roc_auc", "sensitivity", "specificity", "accuracy")
+"""The metrics of every row; the worst case is reported for each."""
+
+_TITLES = {
+    "roc_auc": "ROC AUC",
+    "sensitivity": "Sensitivity",
+    "specificity": "Specificity",
+    "accuracy": "Accuracy",
+}
+
+
+@dataclass(frozen=True)
+class ShiftResult:
+    """The metrics of a model on one shifted copy of a split.
+
+    Attributes:
+        shift: The shift's name in :data:`~cxr_pneumonia.shifts.SHIFTS`, or
+            ``"none"`` for the unshifted baseline.
+        strength: The shift's strength (the identity for the baseline).
+        roc_auc: Area under the ROC curve (NaN with one class).
+        sensitivity: Recall of PNEUMONIA at the report's threshold.
+        specificity: Recall of NORMAL at the report's threshold.
+        accuracy: Share of correct predictions at the report's threshold.
+        n: Number of images.
+    """
+
+    shift: str
+    strength: float
+    roc_auc: float
+    sensitivity: float
+    specificity: float
+    accuracy: float
+    n: int
+
+    @property
+    def label(self) -> str:
+        """``"shift strength"``, e.g. ``"contrast 0.6"``, or ``"none"`` for the baseline."""
+        return BASELINE if self.shift == BASELINE else f"{self.shift} {self.strength:g}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The row as plain JSON types (NaN becomes ``None``).
+
+        Returns:
+            A dict.
+        """
+        result: dict[str, Any] = {"shift": self.shift, "strength": self.strength}
+        result.update({name: _json_float(getattr(self, name)) for name in SHIFT_METRICS})
+        result["n"] = self.n
+        return result
+
+
+@dataclass(frozen=True)
+class ShiftReport:
+    """A model's metrics on a split under controlled acquisition shifts.
+
+    Build one with :func:`shift_report`.
+
+    Attributes:
+        baseline: The metrics on the unshifted images.
+        rows: One :class:`ShiftResult` per (shift, strength), in the order
+            asked for.
+        threshold: The decision threshold of sensitivity and specificity.
+        split: The split scored (``None`` for arrays given directly).
+        seed: Seed of the random shifts (noise).
+        source: The data set's name or folder, if known.
+        class_names: Class names in label order.
+        seconds: Wall time of the whole report.
+    """
+
+    baseline: ShiftResult
+    rows: tuple[ShiftResult, ...]
+    threshold: float
+    split: str | None = None
+    seed: int = 0
+    source: str | None = None
+    class_names: tuple[str, str] = CLASS_NAMES
+    seconds: float = field(default=0.0, compare=False)
+
+    @property
+    def n(self) -> int:
+        """Number of images scored per row."""
+        return self.baseline.n
+
+    @property
+    def shifts(self) -> tuple[str, ...]:
+        """The shift names present, in row order."""
+        return tuple(dict.fromkeys(row.shift for row in self.rows))
+
+    def rows_for(self, shift: str) -> tuple[ShiftResult, ...]:
+        """The rows of one shift, in strength order as asked for.
+
+        Args:
+            shift: A shift name present in the report.
+
+        Returns:
+            Its rows.
+
+        Raises:
+            ValueError: If the report has no row of that shift.
+        """
+        found = tuple(row for row in self.rows if row.shift == shift)
+        if not found:
+            msg = f"the report has no {shift!r} rows; it has: {', '.join(self.shifts) or 'none'}"
+            raise ValueError(msg)
+        return found
+
+    def worst(self, metric: str = "specificity") -> ShiftResult:
+        """The shifted row with the lowest value of ``metric`` (the first of ties).
+
+        Rows where the metric is undefined (NaN) are skipped; when every row
+        is, or the report has no shifted rows, the baseline is returned.
+
+        Args:
+            metric: One of :data:`SHIFT_METRICS`.
+
+        Returns:
+            The worst row.
+
+        Raises:
+            ValueError: For an unknown metric.
+        """
+        _check_metric(metric)
+        defined = [row for row in self.rows if not math.isnan(getattr(row, metric))]
+        if not defined:
+            return self.baseline
+        return min(defined, key=lambda row: getattr(row, metric))
+
+    @property
+    def worst_case(self) -> dict[str, ShiftResult]:
+        """``{metric: worst row}`` for every metric of :data:`SHIFT_METRICS`."""
+        return {metric: self.worst(metric) for metric in SHIFT_METRICS}
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dictionary: settings, baseline, rows and worst cases.
+
+        Returns:
+            A dict of plain types; undefined metrics (NaN) are ``None``.
+        """
+        worst = {
+            metric: {
+                "shift": row.shift,
+                "strength": row.strength,
+                "value": _json_float(getattr(row, metric)),
+                "change": _json_float(getattr(row, metric) - getattr(self.baseline, metric)),
+            }
+            for metric, row in self.worst_case.items()
+        }
+        return {
+            "split": self.split,
+            "source": self.source,
+            "n": self.n,
+            "threshold": float(self.threshold),
+            "seed": self.seed,
+            "class_names": list(self.class_names),
+            "seconds": round(self.seconds, 1),
+            "baseline": self.baseline.to_dict(),
+            "rows": [row.to_dict() for row in self.rows],
+            "worst": worst,
+        }
+
+    def to_json(self, *, indent: int | None = 2) -> str:
+        """The report as strict JSON text (see :meth:`to_dict`).
+
+        Args:
+            indent: Indentation, or ``None`` for one line.
+
+        Returns:
+            JSON text.
+        """
+        return json.dumps(self.to_dict(), indent=indent, allow_nan=False)
+
+    def to_markdown(self) -> str:
+        """Markdown: a summary line, the table of rows and the worst cases.
+
+        Each metric's worst value in the table is in bold; every value is
+        followed by its change from the baseline.
+
+        Returns:
+            Markdown text.
+        """
+        worst = {metric: row for metric, row in self.worst_case.items() if row in self.rows}
+        where = f"split {self.split}" if self.split else "the given images"
+        source = f" of {self.source}" if self.source else ""
+        lines = [
+            f"**{self.n} images** ({where}{source}), threshold {self.threshold:.4f}, "
+            f"{len(self.rows)} shifted copies",
+            "",
+            "| Shift | Strength | " + " | ".join(_TITLES[m] for m in SHIFT_METRICS) + " |",
+            "|:--|--:|" + "--:|" * len(SHIFT_METRICS),
+        ]
+        cells = [_cell(getattr(self.baseline, m), None, bold=False) for m in SHIFT_METRICS]
+        lines.append(f"| {BASELINE} | | " + " | ".join(cells) + " |")
+        for row in self.rows:
+            cells = [
+                _cell(getattr(row, m), getattr(self.baseline, m), bold=worst.get(m) is row)
+                for m in SHIFT_METRICS
+            ]
+            lines.append(f"| {row.shift} | {row.strength:g} | " + " | ".join(cells) + " |")
+        lines += ["", "| Worst case | Value | Change | Shift |", "|:--|--:|--:|:--|"]
+        for metric, row in self.worst_case.items():
+            value = getattr(row, metric)
+            change = value - getattr(self.baseline, metric)
+            lines.append(
+                f"| {_TITLES[metric]} | {_fmt(value)} | {_fmt(change, signed=True)} | {row.label} |"
+            )
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.to_markdown()
+
+    def __repr__(self) -> str:
+        worst = ", ".join(
+            f"{metric}={_fmt(getattr(row, metric))} ({row.label})"
+            for metric, row in self.worst_case.items()
+            if metric != "accuracy"
+        )
+        base = ", ".join(
+            f"{metric}={_fmt(getattr(self.baseline, metric))}"
+            for metric in SHIFT_METRICS
+            if metric != "accuracy"
+        )
+        return (
+            f"ShiftReport(split={self.split!r}, n={self.n}, threshold={self.threshold:.4f}, "
+            f"rows={len(self.rows)}, baseline: {base}; worst: {worst})"
+        )
+
+
+def _json_float(value: float) -> float | None:
+    return None if math.isnan(value) else float(value)
+
+
+def _fmt(value: float, *, signed: bool = False) -> str:
+    if math.isnan(value):
+        return "n/a"
+    return f"{value:+.4f}" if signed else f"{value:.4f}"
+
+
+def _cell(value: float, baseline: float | None, *, bold: bool) -> str:
+    text = _fmt(value)
+    if bold:
+        text = f"**{text}**"
+    if baseline is not None and not math.isnan(value) and not math.isnan(baseline):
+        text += f" ({value - baseline:+.3f})"
+    return text
+
+
+def _check_metric(metric: str) -> None:
+    if metric not in SHIFT_METRICS:
+        msg = f"unknown metric {metric!r}; choose one of: {', '.join(SHIFT_METRICS)}"
+        raise ValueError(msg)
+
+
+ShiftSpec = Mapping[str, Sequence[float]] | Sequence[str]
+"""What :func:`shift_report` accepts as ``shifts``: name -> strengths, or names."""
+
+
+def _shift_plan(shifts: ShiftSpec) -> list[tuple[str, float]]:
+    if isinstance(shifts, str):
+        shifts = [shifts]
+    items: list[tuple[str, Sequence[float]]]
+    if isinstance(shifts, Mapping):
+        items = [(name, strengths) for name, strengths in shifts.items()]
+    else:
+        items = [(name, get_shift(name).strengths) for name in shifts]
+    plan: list[tuple[str, float]] = []
+    for name, strengths in items:
+        shift = get_shift(name)
+        if isinstance(strengths, (int, float)):
+            strengths = [strengths]
+        for strength in strengths:
+            plan.append((name, shift.check_strength(strength)))
+    return plan
+
+
+def _split_arrays(
+    data: DatasetSplits | tuple[np.ndarray, np.ndarray], split: str
+) -> tuple[np.ndarray, np.ndarray, str | None, str | None, tuple[str, str]]:
+    if isinstance(data, DatasetSplits):
+        data.dataset(split)  # ValueError naming the splits present
+        return (
+            np.asarray(data.images[split]),
+            np.asarray(data.labels[split]),
+            split,
+            data.source,
+            data.class_names,
+        )
+    if isinstance(data, tuple) and len(data) == 2:
+        images, labels = np.asarray(data[0]), np.asarray(data[1])
+        if len(images) != len(labels):
+            msg = f"images and labels differ in length: {len(images)} and {len(labels)}"
+            raise ValueError(msg)
+        return images, labels, None, None, CLASS_NAMES
+    msg = (
+        "data must be a DatasetSplits or a tuple (images, labels) of arrays (uint8 images "
+        f"(N, H, W, C), labels 0/1); got {type(data).__name__}. A tf.data.Dataset can't be "
+        "shifted: its pixels are not held in memory"
+    )
+    raise TypeError(msg)
+
+
+def _expected_shape(model_or_predictor: Any) -> tuple[Any, ...] | None:
+    metadata = getattr(model_or_predictor, "metadata", None)
+    shape = getattr(metadata, "input_shape", None)
+    if shape is not None:
+        return tuple(shape)
+    model = getattr(model_or_predictor, "model", model_or_predictor)
+    inputs = getattr(model, "inputs", None)
+    if inputs and len(inputs) == 1 and len(inputs[0].shape) == 4:
+        return tuple(inputs[0].shape[1:])
+    return None
+
+
+def shift_report(
+    model_or_predictor: Any,
+    data: DatasetSplits | tuple[np.ndarray, np.ndarray],
+    *,
+    split: str = "validation",
+    threshold: float | None = None,
+    shifts: ShiftSpec = DEFAULT_SHIFTS,
+    batch_size: int | None = None,
+    seed: int = 0,
+) -> ShiftReport:
+    """Score a model on a labelled split under controlled acquisition shifts.
+
+    Every (shift, strength) of ``shifts`` is applied to the split's decoded
+    ``uint8`` images (:mod:`cxr_pneumonia.shifts`), and the model is run on
+    the shifted copy; the same threshold is used throughout, so a shift that
+    moves the scores shows as lost sensitivity or specificity even when the
+    ranking (ROC AUC) holds.
+
+    Args:
+        model_or_predictor: A :class:`~cxr_pneumonia.Predictor` (its bundle's
+            threshold is used) or a ``keras.Model`` (threshold 0.5), as for
+            :func:`~cxr_pneumonia.evaluate`.
+        data: A :class:`~cxr_pneumonia.DatasetSplits` loaded at the model's
+            image size and color mode (its ``images[split]`` are used), or a
+            tuple ``(images, labels)``: ``uint8`` ``(N, H, W, C)`` and 0/1.
+        split: Which split of a ``DatasetSplits`` to score.
+        threshold: Decision threshold in ``[0, 1]``; default: the predictor's
+            ``threshold`` attribute, else 0.5.
+        shifts: ``{name: strengths}`` (default :data:`~cxr_pneumonia.shifts.DEFAULT_SHIFTS`)
+            or a list of shift names (each at its default strengths).
+        batch_size: Images per inference batch (default: the predictor's, or 32).
+        seed: Seed of the random shifts (noise).
+
+    Returns:
+        The :class:`ShiftReport`.
+
+    Raises:
+        ValueError: If the split is absent, the images do not fit the model's
+            input, the labels are not 0/1 or lack a class, a shift name or
+            strength is invalid, or ``threshold`` is out of range.
+        TypeError: If ``data`` or ``model_or_predictor`` is of an unsupported type.
+
+    Example:
+        >>> report = shift_report(predictor, data, shifts={"contrast": [0.6]})  # doctest: +SKIP
+        >>> report.rows[0].specificity                                          # doctest: +SKIP
+        0.851
+    """
+    started = time.perf_counter()
+    plan = _shift_plan(shifts)
+    images, labels, split_name, source, class_names = _split_arrays(data, split)
+    if images.dtype != np.uint8 or images.ndim != 4:
+        msg = f"the images must be uint8 (N, H, W, C); got {images.dtype} {images.shape}"
+        raise ValueError(msg)
+    expected = _expected_shape(model_or_predictor)
+    if expected is not None and any(
+        want is not None and got != want
+        for got, want in zip(images.shape[1:], expected, strict=True)
+    ):
+        msg = (
+            f"the images are {images.shape[1:]} but the model takes {expected}; load the data "
+            "at the model's image size and color mode (load_dataset(..., image_size=..., "
+            "color_mode=...), or Predictor.image_size and .color_mode)"
+        )
+        raise ValueError(msg)
+    flat = np.asarray(labels).reshape(-1)
+    if not (np.any(flat == 1) and np.any(flat == 0)):
+        msg = (
+            f"a shift report needs both classes among the labels (ROC AUC, sensitivity and "
+            f"specificity); got {np.count_nonzero(flat == 0)} NORMAL and "
+            f"{np.count_nonzero(flat == 1)} PNEUMONIA"
+        )
+        raise ValueError(msg)
+    if threshold is None:
+        own = getattr(model_or_predictor, "threshold", None)
+        threshold = 0.5 if own is None else float(own)
+
+    def score(shifted: np.ndarray, name: str, strength: float) -> ShiftResult:
+        report = evaluate(
+            model_or_predictor, (shifted, labels), threshold=threshold, batch_size=batch_size
+        )
+        return ShiftResult(
+            shift=name,
+            strength=strength,
+            roc_auc=report.roc_auc,
+            sensitivity=report.recall,
+            specificity=report.specificity,
+            accuracy=report.accuracy,
+            n=report.n,
+        )
+
+    logger.info("shift report: %d images, %d shifted copies", len(images), len(plan))
+    baseline = score(images, BASELINE, 0.0)
+    rows = []
+    for name, strength in plan:
+        shifted = get_shift(name)(images, strength, seed=seed)
+        row = score(shifted, name, strength)
+        logger.debug(
+            "%s: AUC %.4f, sensitivity %.4f, specificity %.4f",
+            row.label,
+            row.roc_auc,
+            row.sensitivity,
+            row.specificity,
+        )
+        rows.append(row)
+    return ShiftReport(
+        baseline=baseline,
+        rows=tuple(rows),
+        threshold=float(threshold),
+        split=split_name,
+        seed=seed,
+        source=source,
+        class_names=class_names,
+        seconds=time.perf_counter() - started,
+    )

@@ -1,0 +1,222 @@
+"""The shift report, on a model whose output is known: the mean brightness of the image."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from cxr_pneumonia.evaluation import EvaluationReport
+from cxr_pneumonia.robustness import ShiftReport, ShiftResult, shift_report
+from cxr_pneumonia.shifts import DEFAULT_SHIFTS, apply_shift
+from helpers_training import make_splits
+
+
+def brightness_model(size: int = 16) -> keras.Model:
+    """Probability of PNEUMONIA = the mean pixel value / 255."""
+    inputs = keras.Input((size, size, 1))
+    x = keras.layers.Rescaling(1 / 255)(inputs)
+    outputs = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, outputs, name="brightness")
+
+
+def flat_images(size: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """Grey images; PNEUMONIA ones brighter on average, with overlap."""
+    rng = np.random.default_rng(0)
+    labels = np.array([i % 2 for i in range(40)], dtype=np.int32)
+    levels = np.where(labels == 1, rng.integers(110, 200, 40), rng.integers(50, 140, 40))
+    images = np.broadcast_to(levels[:, None, None, None], (40, size, size, 1)).astype(np.uint8)
+    images = images + rng.integers(0, 3, images.shape).astype(np.uint8)
+    return images, labels
+
+
+def expected(images: np.ndarray, labels: np.ndarray, threshold: float) -> EvaluationReport:
+    scores = images.astype(np.float64).mean(axis=(1, 2, 3)) / 255
+    return EvaluationReport.from_scores(labels, scores, threshold=threshold)
+
+
+def test_rows_are_the_metrics_of_the_model_on_the_shifted_images() -> None:
+    images, labels = flat_images()
+    shifts = {"brightness": [-0.2, 0.2], "contrast": [0.6], "noise": [8.0]}
+    report = shift_report(brightness_model(), (images, labels), shifts=shifts, seed=5)
+    assert [(r.shift, r.strength) for r in report.rows] == [
+        ("brightness", -0.2),
+        ("brightness", 0.2),
+        ("contrast", 0.6),
+        ("noise", 8.0),
+    ]
+    assert report.threshold == 0.5
+    assert report.n == 40
+    assert report.split is None
+    base = expected(images, labels, 0.5)
+    assert report.baseline.roc_auc == pytest.approx(base.roc_auc)
+    assert report.baseline.specificity == pytest.approx(base.specificity)
+    for row in report.rows:
+        want = expected(apply_shift(images, row.shift, row.strength, seed=5), labels, 0.5)
+        assert row.roc_auc == pytest.approx(want.roc_auc, abs=1e-6), row.label
+        assert row.sensitivity == pytest.approx(want.recall), row.label
+        assert row.specificity == pytest.approx(want.specificity), row.label
+        assert row.accuracy == pytest.approx(want.accuracy), row.label
+    # Brighter images read as PNEUMONIA: specificity drops, sensitivity rises.
+    darker, brighter = report.rows_for("brightness")
+    assert brighter.specificity < report.baseline.specificity
+    assert brighter.sensitivity >= report.baseline.sensitivity
+    assert darker.sensitivity < report.baseline.sensitivity
+    assert report.worst("specificity") is brighter
+    assert report.worst("sensitivity") is darker
+    # A constant offset keeps the ranking: the AUC is unchanged.
+    assert brighter.roc_auc == pytest.approx(report.baseline.roc_auc, abs=1e-9)
+
+
+class RecordingPredictor:
+    """Has what a Predictor offers evaluate: a threshold and predict_arrays."""
+
+    threshold = 0.6
+
+    def __init__(self) -> None:
+        self.batches: list[np.ndarray] = []
+
+    def predict_arrays(self, images: np.ndarray) -> np.ndarray:
+        self.batches.append(images.copy())
+        return images.astype(np.float64).mean(axis=(1, 2, 3)) / 255
+
+
+def test_the_predictor_threshold_and_the_batch_size_are_used() -> None:
+    images, labels = flat_images()
+    predictor = RecordingPredictor()
+    report = shift_report(predictor, (images, labels), shifts=["gamma"], batch_size=16)
+    assert report.threshold == 0.6
+    assert len(report.rows) == len(DEFAULT_SHIFTS["gamma"])
+    # 40 images in batches of 16, once unshifted and once per gamma strength
+    assert [len(b) for b in predictor.batches] == [16, 16, 8] * (1 + len(report.rows))
+    np.testing.assert_array_equal(np.concatenate(predictor.batches[:3]), images)
+    np.testing.assert_array_equal(
+        np.concatenate(predictor.batches[3:6]), apply_shift(images, "gamma", 0.67)
+    )
+    assert report.baseline.specificity == pytest.approx(expected(images, labels, 0.6).specificity)
+    overridden = shift_report(predictor, (images, labels), shifts={"gamma": [1.5]}, threshold=0.3)
+    assert overridden.threshold == 0.3
+
+
+def test_a_dataset_split_is_scored_from_its_decoded_images() -> None:
+    data = make_splits(n_train=8, n_val=12)
+    report = shift_report(brightness_model(), data, shifts={"crop": [0.9], "rotation": [5]})
+    assert report.split == "validation"
+    assert report.source == "tiny"
+    assert report.n == 12
+    base = expected(np.asarray(data.images["validation"]), data.labels["validation"], 0.5)
+    assert report.baseline.accuracy == pytest.approx(base.accuracy)
+    with pytest.raises(ValueError, match="no 'test' split"):
+        shift_report(brightness_model(), data, split="test", shifts=["gamma"])
+
+
+def test_default_shifts_cover_the_whole_table() -> None:
+    images, labels = flat_images()
+    report = shift_report(RecordingPredictor(), (images, labels))
+    assert report.shifts == tuple(DEFAULT_SHIFTS)
+    assert len(report.rows) == sum(len(s) for s in DEFAULT_SHIFTS.values())
+    assert report.seconds > 0
+
+
+def test_inputs_that_cannot_be_scored_are_refused() -> None:
+    images, labels = flat_images()
+    model = brightness_model(size=16)
+    with pytest.raises(ValueError, match=r"the images are \(8, 8, 1\) but the model takes"):
+        shift_report(model, (images[:, :8, :8], labels), shifts=["gamma"])
+    with pytest.raises(ValueError, match=r"needs both classes.*20 NORMAL and 0 PNEUMONIA"):
+        shift_report(model, (images[labels == 0], labels[labels == 0]), shifts=["gamma"])
+    with pytest.raises(ValueError, match="unknown shift 'fog'"):
+        shift_report(model, (images, labels), shifts=["fog"])
+    with pytest.raises(ValueError, match="contrast strength"):
+        shift_report(model, (images, labels), shifts={"contrast": [-1]})
+    with pytest.raises(TypeError, match="DatasetSplits or a tuple"):
+        shift_report(model, [images, labels], shifts=["gamma"])  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="differ in length"):
+        shift_report(model, (images, labels[:-1]), shifts=["gamma"])
+
+
+def row(shift: str, strength: float, auc: float, sens: float, spec: float) -> ShiftResult:
+    return ShiftResult(shift, strength, auc, sens, spec, (sens + spec) / 2, 100)
+
+
+def made_report() -> ShiftReport:
+    return ShiftReport(
+        baseline=row("none", 0, 0.99, 0.97, 0.95),
+        rows=(
+            row("contrast", 0.6, 0.98, 0.99, 0.80),
+            row("blur", 2, 0.95, 0.90, 0.93),
+            row("crop", 0.85, float("nan"), 0.90, 0.80),
+        ),
+        threshold=0.41,
+        split="validation",
+        source="kermany2018",
+    )
+
+
+def test_worst_case_takes_the_first_lowest_and_skips_undefined_values() -> None:
+    report = made_report()
+    worst = report.worst_case
+    assert worst["roc_auc"].label == "blur 2"  # the NaN of crop is skipped
+    assert worst["specificity"].label == "contrast 0.6"  # first of the tie at 0.80
+    assert worst["sensitivity"].label == "blur 2"  # first of the tie at 0.90
+    empty = ShiftReport(baseline=report.baseline, rows=(), threshold=0.5)
+    assert empty.worst("roc_auc") is report.baseline
+    with pytest.raises(ValueError, match="unknown metric 'f1'; choose one of: roc_auc"):
+        report.worst("f1")
+    with pytest.raises(ValueError, match="no 'fog' rows; it has: contrast, blur, crop"):
+        report.rows_for("fog")
+
+
+def test_dict_json_markdown_and_repr() -> None:
+    report = made_report()
+    data = json.loads(report.to_json())
+    assert data["threshold"] == 0.41
+    assert data["baseline"]["specificity"] == 0.95
+    assert data["rows"][2]["roc_auc"] is None  # NaN is not JSON
+    assert data["worst"]["specificity"] == {
+        "shift": "contrast",
+        "strength": 0.6,
+        "value": 0.8,
+        "change": pytest.approx(-0.15),
+    }
+    text = report.to_markdown()
+    assert "| contrast | 0.6 |" in text
+    assert "**0.8000** (-0.150)" in text  # the worst specificity, bold, with its change
+    assert "| Specificity | 0.8000 | -0.1500 | contrast 0.6 |" in text
+    assert "| crop | 0.85 | n/a |" in text
+    assert str(report) == text
+    text_repr = repr(report)
+    assert "\n" not in text_repr
+    assert len(text_repr) < 300
+    assert "specificity=0.8000 (contrast 0.6)" in text_repr
+    assert math.isnan(report.rows[2].roc_auc)
+
+
+def test_the_plot_draws_one_panel_per_metric(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    from cxr_pneumonia.plots import plot_shift_report
+
+    report = made_report()
+    out = tmp_path / "shifts.png"
+    figure = plot_shift_report(report, out)
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    panels = [ax for ax in figure.axes if ax.get_title()]
+    assert [ax.get_title() for ax in panels] == [
+        "ROC AUC (worst: blur 2)",
+        "Sensitivity (worst: blur 2)",
+        "Specificity (worst: contrast 0.6)",
+    ]
+    bars = panels[2].patches
+    assert len(bars) == 3
+    assert [b.get_width() for b in bars] == pytest.approx([0.80, 0.93, 0.80])
+    red = bars[0].get_facecolor()
+    assert red != bars[1].get_facecolor()  # the worst stands out
+    with pytest.raises(ValueError, match="metrics must be some of"):
+        plot_shift_report(report, metrics=["f1"])
+    empty = ShiftReport(baseline=report.baseline, rows=(), threshold=0.5)
+    with pytest.raises(ValueError, match="no shifted rows"):
+        plot_shift_report(empty)
