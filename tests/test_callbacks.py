@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 
 import keras
 import numpy as np
@@ -11,9 +12,11 @@ import pytest
 from cxr_pneumonia.exceptions import TrainingError
 from cxr_pneumonia.training.callbacks import (
     BACKUP_DIRNAME,
+    BACKUP_STATE_FILENAME,
     BEST_ACCURACY_FILENAME,
     BEST_LOSS_FILENAME,
     LOG_FILENAME,
+    AtomicBackupAndRestore,
     MultiMetricEarlyStopping,
     TargetMetricsReached,
     default_callbacks,
@@ -244,7 +247,7 @@ def test_default_callbacks_with_folder(tmp_path) -> None:
         "ModelCheckpoint",
         "ModelCheckpoint",
         "CSVLogger",
-        "BackupAndRestore",
+        "AtomicBackupAndRestore",
     ]
     stopping, reduce_lr, best_loss, best_acc, log, backup = callbacks
     assert (stopping.monitor, stopping.patience, stopping.restore_best_weights) == (
@@ -322,3 +325,65 @@ def test_warmup_cosine_drives_learning_rate_scheduler() -> None:
         callbacks=[keras.callbacks.LearningRateScheduler(schedule)],
     )
     assert history.history["learning_rate"] == pytest.approx([0.005, 0.01, 0.0])
+
+
+# --- AtomicBackupAndRestore ----------------------------------------------------------
+
+
+class _StopAt(keras.callbacks.Callback):
+    def __init__(self, at: int) -> None:
+        super().__init__()
+        self.at = at
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        if epoch == self.at:
+            raise KeyboardInterrupt
+
+
+def _backup_run(folder, *, epochs: int, stop_at: int | None = None, seed: int = 0):
+    model = tiny_model(seed=seed)
+    model.compile("sgd", "binary_crossentropy")
+    labels = np.array([0, 1] * 4)
+    callbacks = [AtomicBackupAndRestore(folder)]
+    if stop_at is not None:
+        callbacks.append(_StopAt(stop_at))
+    history = model.fit(
+        tiny_images(labels), labels, epochs=epochs, batch_size=4, callbacks=callbacks, verbose=0
+    )
+    return model, history
+
+
+def test_atomic_backup_keeps_one_complete_backup_named_by_its_state(tmp_path) -> None:
+    folder = tmp_path / "backup"
+    (folder).mkdir()
+    debris = folder / ".epoch-00001.weights.h5.tmp-0123456789ab.weights.h5"
+    debris.write_bytes(b"half a file")
+    mine = folder / "notes.txt"  # not ours by name: left alone
+    mine.write_text("keep")
+    with pytest.raises(KeyboardInterrupt):
+        _backup_run(folder, epochs=4, stop_at=2)
+    state = json.loads((folder / BACKUP_STATE_FILENAME).read_text())
+    assert state["epoch"] == 2
+    assert sorted(p.name for p in folder.iterdir()) == [
+        BACKUP_STATE_FILENAME,
+        "epoch-00002.weights.h5",
+        "notes.txt",
+    ]
+    _, history = _backup_run(folder, epochs=4, seed=3)
+    assert len(history.history["loss"]) == 2  # epochs 2 and 3 only
+    assert [p.name for p in folder.iterdir()] == ["notes.txt"]  # ours deleted once done
+
+
+def test_atomic_backup_refuses_a_corrupt_backup_with_the_fix(tmp_path) -> None:
+    folder = tmp_path / "backup"
+    with pytest.raises(KeyboardInterrupt):
+        _backup_run(folder, epochs=3, stop_at=1)
+    weights = folder / "epoch-00001.weights.h5"
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # same size, one byte flipped
+    weights.write_bytes(bytes(data))
+    with pytest.raises(TrainingError, match=r"epoch-00001.weights.h5.*SHA-256.*start over"):
+        _backup_run(folder, epochs=3)
+    (folder / BACKUP_STATE_FILENAME).write_text("{not json")
+    with pytest.raises(TrainingError, match="not a valid record"):
+        _backup_run(folder, epochs=3)

@@ -21,9 +21,13 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import logging
 import math
 import os
+import re
 import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -31,13 +35,16 @@ from typing import Any
 
 import keras
 
+from cxr_pneumonia._files import TEMPORARY_PATTERN, atomic_path
 from cxr_pneumonia.exceptions import TrainingError
 
 __all__ = [
     "BACKUP_DIRNAME",
+    "BACKUP_STATE_FILENAME",
     "BEST_ACCURACY_FILENAME",
     "BEST_LOSS_FILENAME",
     "LOG_FILENAME",
+    "AtomicBackupAndRestore",
     "MultiMetricEarlyStopping",
     "TargetMetricsReached",
     "default_callbacks",
@@ -57,6 +64,9 @@ LOG_FILENAME = "training_log.csv"
 """File name, in ``checkpoint_dir``, of the per-epoch CSV log."""
 BACKUP_DIRNAME = "backup"
 """Folder, in ``checkpoint_dir``, of the ``BackupAndRestore`` state (deleted when training ends)."""
+BACKUP_STATE_FILENAME = "backup_state.json"
+"""File, in the backup folder, naming the last complete backup (:class:`AtomicBackupAndRestore`)."""
+_BACKUP_WEIGHTS = re.compile(r"^epoch-(\d+)\.weights\.h5$")
 
 
 def is_lower_better(metric: str) -> bool:
@@ -330,6 +340,181 @@ class TargetMetricsReached(keras.callbacks.Callback):
                 logger.info("epoch %d: all targets met (%s), stopping", epoch + 1, _format(current))
 
 
+class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
+    """``BackupAndRestore`` whose backups survive being killed at any moment.
+
+    Keras' own callback rewrites ``latest.weights.h5`` in place at the end of
+    every epoch, so a process killed (``kill -9``, Ctrl-C, a power cut) while
+    it writes leaves a half-written file that the next run fails to load.
+    This one keeps, in ``backup_dir``:
+
+    - ``epoch-NNNNN.weights.h5``: the model and optimizer state after epoch
+      ``NNNNN`` (1-based count of completed epochs), written under a
+      temporary name, fsynced, then renamed into place;
+    - ``backup_state.json``: ``{"epoch": N, "weights": "epoch-NNNNN.weights.h5",
+      "sha256": ...}``, replaced the same way *after* the weights are complete.
+
+    The previous backup is deleted only once the new state file points at the
+    new weights, so at every moment the state file names a complete backup.
+    On ``on_train_begin`` the named weights are checked against their SHA-256
+    and loaded, and training continues at the epoch after the last completed
+    one. Temporaries left by a killed writer are removed by the next backup.
+    When training ends normally these files are deleted, and the folder with
+    them unless it holds files of someone else (``delete_checkpoint``).
+
+    It backs up at the end of every epoch (``save_freq="epoch"``); a run
+    killed mid-epoch repeats that epoch from its start.
+
+    Args:
+        backup_dir: Folder of the backup (created when the first one is written).
+        delete_checkpoint: Delete the folder when training ends normally.
+
+    Raises:
+        TrainingError: In ``on_train_begin``, if the backup named by the state
+            file is missing, does not match its hash, or does not fit the
+            model (the message names the file and the fix).
+    """
+
+    def __init__(
+        self, backup_dir: str | os.PathLike[str], *, delete_checkpoint: bool = True
+    ) -> None:
+        super().__init__(
+            os.fspath(backup_dir), save_freq="epoch", delete_checkpoint=delete_checkpoint
+        )
+        self._folder = Path(backup_dir)
+        self._state_path = self._folder / BACKUP_STATE_FILENAME
+
+    def on_train_begin(self, logs: Mapping[str, Any] | None = None) -> None:
+        """Restore the last complete backup, if there is one."""
+        # Keras keeps `_initial_epoch` on the model after a restored fit; a later fit
+        # (e.g. the next phase) must not inherit it.
+        self.model._initial_epoch = None
+        self._load_model()
+
+    def read_state(self) -> dict[str, Any] | None:
+        """The parsed backup state file, or ``None`` when there is no backup.
+
+        Returns:
+            ``{"epoch": int, "weights": str, "sha256": str}`` or ``None``.
+
+        Raises:
+            TrainingError: If the state file exists but is not a valid record.
+        """
+        try:
+            text = self._state_path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            msg = f"can't read the training backup state {self._state_path} ({exc})"
+            raise TrainingError(msg) from exc
+        try:
+            state = json.loads(text)
+            epoch, weights, digest = state["epoch"], state["weights"], state["sha256"]
+        except (ValueError, KeyError, TypeError) as exc:
+            state, epoch, weights, digest = None, None, None, None
+            problem = str(exc)
+        else:
+            problem = ""
+        valid = (
+            isinstance(epoch, int)
+            and epoch >= 0
+            and isinstance(weights, str)
+            and _BACKUP_WEIGHTS.match(weights) is not None
+            and isinstance(digest, str)
+        )
+        if not valid:
+            msg = (
+                f"the training backup state {self._state_path} is not a valid record "
+                f"({problem or repr(state)}); delete {self._folder} (or pass resume=False to "
+                "fit) to start over"
+            )
+            raise TrainingError(msg)
+        return {"epoch": epoch, "weights": weights, "sha256": digest}
+
+    def _load_model(self) -> None:
+        if not self.model.built:
+            msg = (
+                f"{type(self).__name__} needs a built model: build {self.model.name!r} "
+                "(call it on a batch, or give it an Input) before fit"
+            )
+            raise TrainingError(msg)
+        state = self.read_state()
+        if state is None:
+            return
+        weights = self._folder / state["weights"]
+        fix = f"delete {self._folder} (or pass resume=False to fit) to start over"
+        try:
+            digest = _sha256(weights)
+        except OSError as exc:
+            msg = (
+                f"the training backup {weights} named by {self._state_path} can't be read "
+                f"({exc}); {fix}"
+            )
+            raise TrainingError(msg) from exc
+        if digest != state["sha256"]:
+            msg = (
+                f"the training backup {weights} does not match the SHA-256 in "
+                f"{self._state_path} (the file is corrupt); {fix}"
+            )
+            raise TrainingError(msg)
+        optimizer = self.model.optimizer
+        if optimizer is not None and not optimizer.built:
+            optimizer.build(self.model.trainable_variables)  # its slots must exist to load them
+        try:
+            self.model.load_weights(weights)
+        except Exception as exc:
+            msg = (
+                f"the training backup {weights} does not fit model {self.model.name!r} "
+                f"({type(exc).__name__}: {exc}); {fix}"
+            )
+            raise TrainingError(msg) from exc
+        self.model._initial_epoch = state["epoch"]
+        logger.info("restored the training backup of epoch %d from %s", state["epoch"], weights)
+
+    def on_train_end(self, logs: Mapping[str, Any] | None = None) -> None:
+        """Delete the backup (only its own files; the folder too once empty)."""
+        if not self.delete_checkpoint or not self._folder.is_dir():
+            return
+        self._state_path.unlink(missing_ok=True)
+        for entry in self._folder.iterdir():
+            match = TEMPORARY_PATTERN.match(entry.name)
+            name = match["name"] if match else entry.name
+            if _BACKUP_WEIGHTS.match(name) or name == BACKUP_STATE_FILENAME:
+                entry.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            self._folder.rmdir()  # fails, as it should, if someone else's files are there
+
+    def _save_model(self) -> None:
+        self._folder.mkdir(parents=True, exist_ok=True)
+        name = f"epoch-{self._current_epoch:05d}.weights.h5"
+        weights = self._folder / name
+        # Keras wants the file name to end in .weights.h5.
+        with atomic_path(weights, suffix=".weights.h5") as tmp:
+            self.model.save_weights(tmp, overwrite=True)
+        state = {"epoch": self._current_epoch, "weights": name, "sha256": _sha256(weights)}
+        with atomic_path(self._state_path) as tmp:
+            tmp.write_text(json.dumps(state) + "\n", encoding="utf-8")
+        # Only now is the new backup the one the state names: drop the older ones.
+        for entry in self._folder.iterdir():
+            if _BACKUP_WEIGHTS.match(entry.name) and entry.name != name:
+                entry.unlink(missing_ok=True)
+        # Temporaries of a writer killed earlier (only ours, by their naming pattern).
+        for entry in self._folder.iterdir():
+            match = TEMPORARY_PATTERN.match(entry.name)
+            if match and (
+                _BACKUP_WEIGHTS.match(match["name"]) or match["name"] == BACKUP_STATE_FILENAME
+            ):
+                entry.unlink(missing_ok=True)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def step_decay(
     initial: float = 0.002, *, drop: float = 0.5, every: int = 10
 ) -> Callable[[int, float], float]:
@@ -442,9 +627,10 @@ def default_callbacks(
     3. ``ModelCheckpoint`` of the best validation loss (``best_val_loss.keras``);
     4. ``ModelCheckpoint`` of the best validation accuracy (``best_val_accuracy.keras``);
     5. ``CSVLogger`` to ``checkpoint_dir/training_log.csv``, appending (for resumed runs);
-    6. ``BackupAndRestore`` in ``checkpoint_dir/backup``: a run killed
-       mid-training resumes at the next epoch when trained again with the same
-       folder (Keras deletes the backup when training ends).
+    6. :class:`AtomicBackupAndRestore` in ``checkpoint_dir/backup``: a run
+       killed mid-training (even with ``kill -9``) resumes after the last
+       completed epoch when trained again with the same folder (the backup is
+       deleted when training ends).
 
     Items 3-6 write files and are left out when ``checkpoint_dir`` is ``None``.
     The backup comes last so that an epoch is backed up only once it is logged.
@@ -513,7 +699,7 @@ def default_callbacks(
 def run_state_callbacks(
     checkpoint_dir: str | os.PathLike[str], *, backup_dirname: str = BACKUP_DIRNAME
 ) -> list[keras.callbacks.Callback]:
-    """The callbacks that make a run resumable: an appending ``CSVLogger`` and ``BackupAndRestore``.
+    """The callbacks that make a run resumable: an appending ``CSVLogger`` and the backup.
 
     Args:
         checkpoint_dir: Folder of the log and the backup.
@@ -521,11 +707,11 @@ def run_state_callbacks(
 
     Returns:
         ``[CSVLogger(checkpoint_dir/training_log.csv, append=True),
-        BackupAndRestore(checkpoint_dir/backup_dirname)]``.
+        AtomicBackupAndRestore(checkpoint_dir/backup_dirname)]``.
     """
     folder = Path(checkpoint_dir)
     folder.mkdir(parents=True, exist_ok=True)
     return [
         keras.callbacks.CSVLogger(str(folder / LOG_FILENAME), append=True),
-        keras.callbacks.BackupAndRestore(str(folder / backup_dirname)),
+        AtomicBackupAndRestore(folder / backup_dirname),
     ]

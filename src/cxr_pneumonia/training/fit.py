@@ -14,6 +14,7 @@ completed, in the right phase; a finished run just reloads its final weights.
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import math
@@ -28,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import keras
 import numpy as np
 
+from cxr_pneumonia._files import atomic_path
 from cxr_pneumonia.data.splits import DatasetSplits
 from cxr_pneumonia.exceptions import TrainingError
 from cxr_pneumonia.models.backbones import find_backbone, set_backbone_trainable
@@ -42,6 +44,7 @@ from cxr_pneumonia.training.callbacks import (
     BEST_ACCURACY_FILENAME,
     BEST_LOSS_FILENAME,
     LOG_FILENAME,
+    AtomicBackupAndRestore,
     MultiMetricEarlyStopping,
     TargetMetricsReached,
     default_callbacks,
@@ -302,9 +305,8 @@ class _RunState(keras.callbacks.Callback):
     def save(self) -> None:
         if self.path is None:
             return
-        tmp = self.path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(self.state, indent=1))
-        os.replace(tmp, self.path)
+        with atomic_path(self.path) as tmp:
+            tmp.write_text(json.dumps(self.state, indent=1))
 
     def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
         row = {"epoch": int(epoch), "phase": self.phase}
@@ -323,7 +325,8 @@ class _RunState(keras.callbacks.Callback):
         # the best weights: the final weights of the phase are saved, then it is marked done.
         if self.path is not None:
             weights_path = self.path.parent / f"after_{self.phase}.weights.npz"
-            np.savez(weights_path, *self.model.get_weights())
+            with atomic_path(weights_path) as tmp, tmp.open("wb") as handle:
+                np.savez(handle, *self.model.get_weights())
         self.state["phases"][self.phase] = "done"
         self.save()
 
@@ -357,8 +360,15 @@ def _clear_run(folder: Path) -> None:
 
 
 def _load_npz_weights(model: keras.Model, path: Path) -> None:
-    with np.load(path) as stored:
-        model.set_weights([stored[f"arr_{i}"] for i in range(len(stored.files))])
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            model.set_weights([stored[f"arr_{i}"] for i in range(len(stored.files))])
+    except (OSError, ValueError, KeyError) as exc:
+        msg = (
+            f"can't load the final weights of a finished phase from {path} ({exc}); "
+            "pass resume=False to start over"
+        )
+        raise TrainingError(msg) from exc
 
 
 def _seed_checkpoints(callbacks: Sequence[keras.callbacks.Callback], history: list[dict]) -> None:
@@ -601,6 +611,7 @@ def fit(
         recorder.save()
         _compile(model, strategy, optimizer, rate, first=index == 0)
         _seed_checkpoints(chosen, state["history"])
+        _trim_logs(chosen, offset)
         logger.info(
             "phase %r: epochs %d-%d at learning rate %g",
             phase,
@@ -658,6 +669,44 @@ def _close_logs(callbacks: Sequence[keras.callbacks.Callback]) -> None:
         if isinstance(callback, keras.callbacks.CSVLogger) and handle is not None:
             handle.close()
             callback.csv_file = None
+
+
+def _trim_logs(callbacks: Sequence[keras.callbacks.Callback], offset: int) -> None:
+    """Drop the CSV-log rows of epochs that the coming ``fit`` will train (again).
+
+    A run killed after an epoch was logged but before its backup was complete
+    repeats that epoch; without this its row would appear twice.
+    """
+    backups = [c for c in callbacks if isinstance(c, AtomicBackupAndRestore)]
+    if not backups:
+        return  # another backup callback: its restart epoch is unknown here
+    state = backups[0].read_state()
+    restart = max(offset, state["epoch"]) if state is not None else offset
+    for callback in callbacks:
+        if isinstance(callback, keras.callbacks.CSVLogger) and callback.append:
+            _trim_csv(Path(callback.filename), restart, callback.sep)
+
+
+def _trim_csv(path: Path, restart: int, separator: str) -> None:
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            rows = list(csv.reader(handle, delimiter=separator))
+    except FileNotFoundError:
+        return
+    if not rows or "epoch" not in rows[0]:
+        return
+    column = rows[0].index("epoch")
+    kept = [rows[0]]
+    for row in rows[1:]:
+        try:
+            if int(row[column]) < restart:
+                kept.append(row)
+        except (IndexError, ValueError):
+            continue  # a row cut short by a kill
+    if len(kept) == len(rows):
+        return
+    with atomic_path(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle, delimiter=separator).writerows(kept)
 
 
 def _next_epoch(rows: list[dict[str, Any]]) -> int:
