@@ -182,6 +182,56 @@ def test_help_exits_0(run: Run) -> None:
         assert command in out
 
 
+def test_train_offers_every_augmentation_option(
+    run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each field of Augmentation is a train option, and the options reach load_dataset."""
+    import dataclasses
+
+    from cxr_pneumonia import cli
+    from cxr_pneumonia.data import Augmentation
+
+    code, out, _ = run("train", "--help")
+    assert code == 0
+    for item in dataclasses.fields(Augmentation):
+        if item.name != "horizontal_flip":
+            assert "--" + item.name.replace("_", "-") in out, item.name
+    seen: dict[str, object] = {}
+
+    def fake_load_data(args: object, **options: object) -> None:
+        seen.update(options)
+        raise ValueError("stop here")
+
+    monkeypatch.setattr(cli, "_load_data", fake_load_data)
+    code, _, err = run(
+        "train", "--data-dir", tmp_path, "--out", tmp_path / "b", "--no-flip",
+        "--vertical-flip", "--width-shift", "0.2", "--height-shift", "0", "--shear-degrees", "12",
+        "--brightness-range", "0.5", "2", "--gamma", "0.7", "1.4", "--blur", "0", "1.5",
+        "--sharpen", "0", "1", "--noise", "0.02", "--crop-scale", "0.6", "1",
+    )  # fmt: skip
+    assert code == 1
+    assert "stop here" in err
+    assert seen["augment"] == Augmentation(
+        horizontal_flip=False,
+        vertical_flip=True,
+        width_shift=0.2,
+        height_shift=0.0,
+        shear_degrees=12.0,
+        brightness_range=(0.5, 2.0),
+        gamma=(0.7, 1.4),
+        blur=(0.0, 1.5),
+        sharpen=(0.0, 1.0),
+        noise=0.02,
+        crop_scale=(0.6, 1.0),
+    )
+    code, _, err = run(
+        "train", "--data-dir", tmp_path, "--out", tmp_path / "b", "--gamma", "2", "1"
+    )
+    assert code == 1
+    assert "gamma" in err
+    assert "low <= high" in err
+
+
 # --- predict ----------------------------------------------------------------------------
 
 

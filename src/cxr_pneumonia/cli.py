@@ -253,11 +253,7 @@ def _parser() -> argparse.ArgumentParser:
         help="don't weigh the classes to balance them",
     )
     train.add_argument("--no-augment", dest="augment", action="store_false")
-    defaults = Augmentation()
-    augment = train.add_argument_group("augmentation ranges (see Augmentation)")
-    for name in ("rotation", "shift", "shear", "zoom", "brightness", "contrast"):
-        augment.add_argument(f"--{name}", type=_non_negative_float, default=getattr(defaults, name))
-    augment.add_argument("--no-flip", dest="horizontal_flip", action="store_false")
+    _add_augmentation_options(train.add_argument_group("augmentation (see Augmentation)"))
     train.add_argument(
         "--checkpoint-dir", help="checkpoints and resume state (default: OUT.checkpoints)"
     )
@@ -360,6 +356,46 @@ def _non_negative_int(text: str) -> int:
         msg = f"must be 0 or more, got {text}"
         raise argparse.ArgumentTypeError(msg)
     return value
+
+
+def _add_augmentation_options(group: Any) -> None:
+    """One option per field of :class:`Augmentation`, typed by its default."""
+    defaults = Augmentation()
+    for item in dataclasses.fields(Augmentation):
+        name, default = item.name, getattr(defaults, item.name)
+        flag = "--" + name.replace("_", "-")
+        text = item.metadata.get("help", "")
+        if name == "horizontal_flip":
+            group.add_argument(
+                "--no-flip",
+                "--no-horizontal-flip",
+                dest=name,
+                action="store_false",
+                help=f"don't {text}",
+            )
+        elif isinstance(default, bool):
+            group.add_argument(flag, dest=name, action="store_true", help=text)
+        elif name == "fill_mode":
+            group.add_argument(
+                flag, dest=name, choices=("nearest", "constant"), default=default, help=text
+            )
+        elif "Range" in str(item.type):
+            group.add_argument(
+                flag,
+                dest=name,
+                nargs=2,
+                type=_non_negative_float,
+                metavar=("LOW", "HIGH"),
+                help=text,
+            )
+        else:
+            group.add_argument(
+                flag,
+                dest=name,
+                type=_non_negative_float,
+                default=default,
+                help=f"{text} (default: {default})" if default is not None else text,
+            )
 
 
 def _non_negative_float(text: str) -> float:
@@ -543,8 +579,7 @@ def _load_data(args: argparse.Namespace, **options: Any) -> Any:
 def _augmentation(args: argparse.Namespace) -> Augmentation | None:
     if not args.augment:
         return None
-    ranges = ("rotation", "shift", "shear", "zoom", "brightness", "contrast", "horizontal_flip")
-    return Augmentation(**{name: getattr(args, name) for name in ranges})
+    return Augmentation(**{name: getattr(args, name) for name in Augmentation.options()})
 
 
 def _optimizer(args: argparse.Namespace) -> Any:

@@ -11,11 +11,10 @@ Later epochs and later runs memory-map that file; no image file is read again.
 * :func:`make_dataset` turns the cached pixels and their labels into a batched
   ``tf.data.Dataset`` of ``(uint8 images, int32 labels)``, shuffled per epoch and
   optionally augmented on the fly.
-* :class:`Augmentation` holds the ranges of the random augmentation: rotation,
-  shift, shear, zoom and horizontal flip are fused into one affine warp per
-  image (``ImageProjectiveTransformV3``, bilinear), followed by brightness and
-  contrast jitter. Augmentation is seeded: the same seed gives the same batches,
-  and every epoch gets fresh random parameters.
+* :class:`~cxr_pneumonia.data.augment.Augmentation` (defined in
+  :mod:`~cxr_pneumonia.data.augment`, re-exported here) holds the ranges of the
+  random augmentation, applied per batch. Augmentation is seeded: the same seed
+  gives the same batches, and every epoch gets fresh random parameters.
 
 TensorFlow is imported lazily, inside the functions that need it.
 """
@@ -26,19 +25,18 @@ import errno
 import hashlib
 import json
 import logging
-import math
 import os
 import re
 import tempfile
 import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from cxr_pneumonia.data.augment import Augmentation, augment_batch
 from cxr_pneumonia.exceptions import CacheError, InvalidImageError
 from cxr_pneumonia.images import channels_for, check_color_mode, check_image_size, prepare_image
 
@@ -64,168 +62,6 @@ _SHOWN_NAMES = 5
 
 class SkippedFilesWarning(UserWarning):
     """Some image files could not be decoded and were left out, with their labels."""
-
-
-# --- augmentation --------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Augmentation:
-    """Ranges of the random augmentation applied to training batches.
-
-    Each geometric parameter is drawn independently per image, and all of them
-    are fused into a single affine warp about the image centre (one bilinear
-    interpolation, however many are enabled). A range of ``0`` (or ``False``)
-    disables that part; :attr:`enabled` is ``False`` when all are disabled.
-
-    Attributes:
-        rotation: Maximum rotation in degrees; angles are uniform in
-            ``[-rotation, rotation]``.
-        shift: Maximum translation as a fraction of the width / height.
-        shear: Maximum shear factor (``x' = x + s * y``), uniform in ``[-shear, shear]``.
-        zoom: Maximum zoom change: each axis is scaled by a factor uniform in
-            ``[1 - zoom, 1 + zoom]``.
-        horizontal_flip: Mirror left-right with probability 1/2.
-        brightness: Maximum brightness change as a fraction of full scale
-            (``255``); an offset uniform in ``[-brightness, brightness] * 255``.
-        contrast: Maximum contrast change: pixels are scaled about the image
-            mean by a factor uniform in ``[1 - contrast, 1 + contrast]``.
-        fill_mode: How pixels that come from outside the image are filled:
-            ``"nearest"`` (repeat the edge) or ``"constant"`` (``fill_value``).
-        fill_value: Grey level used when ``fill_mode="constant"``.
-
-    Raises:
-        ValueError: If a range is negative or too large, or ``fill_mode`` is unknown.
-
-    Example:
-        >>> Augmentation(rotation=5.0, horizontal_flip=False).enabled
-        True
-        >>> Augmentation.disabled().enabled
-        False
-    """
-
-    rotation: float = 10.0
-    shift: float = 0.1
-    shear: float = 0.1
-    zoom: float = 0.1
-    horizontal_flip: bool = True
-    brightness: float = 0.1
-    contrast: float = 0.1
-    fill_mode: Literal["nearest", "constant"] = "nearest"
-    fill_value: float = 0.0
-
-    def __post_init__(self) -> None:
-        limits = {
-            "rotation": (self.rotation, 180.0, "degrees"),
-            "shift": (self.shift, 1.0, "a fraction of the image size"),
-            "shear": (self.shear, 1.0, "a shear factor"),
-            "zoom": (self.zoom, 1.0, "a fraction, e.g. 0.1 for 90%..110%"),
-            "brightness": (self.brightness, 1.0, "a fraction of full scale"),
-            "contrast": (self.contrast, 1.0, "a fraction, e.g. 0.1 for 90%..110%"),
-        }
-        for name, (value, upper, unit) in limits.items():
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                msg = f"Augmentation.{name}={value!r} must be a number ({unit})"
-                raise ValueError(msg)
-            if not (math.isfinite(value) and 0.0 <= value < upper) and not (
-                name in ("rotation", "brightness") and value == upper
-            ):
-                msg = (
-                    f"Augmentation.{name}={value!r} must be in [0, {upper:g}) ({unit}); "
-                    "use 0 to disable it"
-                )
-                raise ValueError(msg)
-        if not isinstance(self.horizontal_flip, bool):
-            msg = f"Augmentation.horizontal_flip={self.horizontal_flip!r} must be True or False"
-            raise ValueError(msg)
-        if self.fill_mode not in ("nearest", "constant"):
-            msg = (
-                f"Augmentation.fill_mode={self.fill_mode!r} is not supported; "
-                "choose one of: nearest, constant"
-            )
-            raise ValueError(msg)
-        if not (isinstance(self.fill_value, (int, float)) and 0.0 <= self.fill_value <= 255.0):
-            msg = f"Augmentation.fill_value={self.fill_value!r} must be a grey level in [0, 255]"
-            raise ValueError(msg)
-
-    @classmethod
-    def disabled(cls) -> Augmentation:
-        """An augmentation that changes nothing (every range 0).
-
-        Returns:
-            An ``Augmentation`` with every range 0 and no flip (``enabled`` is ``False``).
-        """
-        return cls(
-            rotation=0.0,
-            shift=0.0,
-            shear=0.0,
-            zoom=0.0,
-            horizontal_flip=False,
-            brightness=0.0,
-            contrast=0.0,
-        )
-
-    @property
-    def enabled(self) -> bool:
-        """Whether any part of the augmentation is switched on."""
-        return bool(
-            self.rotation or self.shift or self.shear or self.zoom or self.horizontal_flip
-        ) or bool(self.brightness or self.contrast)
-
-    @property
-    def _geometric(self) -> bool:
-        return bool(self.rotation or self.shift or self.shear or self.zoom or self.horizontal_flip)
-
-
-def _augment_batch(images: tf.Tensor, seed: tf.Tensor, aug: Augmentation) -> tf.Tensor:
-    """Augment a ``uint8`` batch ``(B, H, W, C)`` with stateless randomness keyed by ``seed``."""
-    import tensorflow as tf
-
-    batch = tf.shape(images)[0]
-    height = tf.cast(tf.shape(images)[1], tf.float32)
-    width = tf.cast(tf.shape(images)[2], tf.float32)
-    # One uniform draw per parameter and image, in [0, 1).
-    u = tf.random.stateless_uniform(tf.stack([batch, 9]), seed=seed, dtype=tf.float32)
-
-    def spread(column: int, amount: float) -> tf.Tensor:
-        return (2.0 * u[:, column] - 1.0) * amount
-
-    pixels = tf.cast(images, tf.float32)
-    if aug._geometric:
-        angle = spread(0, aug.rotation * math.pi / 180.0)
-        shear = spread(1, aug.shear)
-        zoom_x = 1.0 + spread(2, aug.zoom)
-        zoom_y = 1.0 + spread(3, aug.zoom)
-        shift_x = spread(4, aug.shift) * width
-        shift_y = spread(5, aug.shift) * height
-        flip = tf.where(u[:, 6] < 0.5, -1.0, 1.0) if aug.horizontal_flip else tf.ones_like(angle)
-        cos, sin = tf.cos(angle), tf.sin(angle)
-        # Output -> input map M = R(angle) @ Shear(shear) @ diag(zoom_x * flip, zoom_y),
-        # about the image centre ((W - 1) / 2, (H - 1) / 2), plus a shift.
-        m00 = cos * zoom_x * flip
-        m01 = (cos * shear - sin) * zoom_y
-        m10 = sin * zoom_x * flip
-        m11 = (sin * shear + cos) * zoom_y
-        cx, cy = (width - 1.0) / 2.0, (height - 1.0) / 2.0
-        a2 = cx - m00 * cx - m01 * cy + shift_x
-        b2 = cy - m10 * cx - m11 * cy + shift_y
-        zeros = tf.zeros_like(angle)
-        transforms = tf.stack([m00, m01, a2, m10, m11, b2, zeros, zeros], axis=1)
-        pixels = tf.raw_ops.ImageProjectiveTransformV3(
-            images=pixels,
-            transforms=transforms,
-            output_shape=tf.shape(images)[1:3],
-            fill_value=tf.constant(float(aug.fill_value), tf.float32),
-            interpolation="BILINEAR",
-            fill_mode=aug.fill_mode.upper(),
-        )
-    if aug.contrast:
-        factor = tf.reshape(1.0 + spread(7, aug.contrast), (-1, 1, 1, 1))
-        mean = tf.reduce_mean(pixels, axis=(1, 2, 3), keepdims=True)
-        pixels = (pixels - mean) * factor + mean
-    if aug.brightness:
-        pixels = pixels + tf.reshape(spread(8, aug.brightness * 255.0), (-1, 1, 1, 1))
-    return tf.cast(tf.clip_by_value(tf.round(pixels), 0.0, 255.0), tf.uint8)
 
 
 # --- the tf.data pipeline ------------------------------------------------------------
@@ -323,7 +159,7 @@ def make_dataset(
 
         def load_augmented(index: tf.Tensor, pair: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
             batch, batch_labels = load(index)
-            return tf.ensure_shape(_augment_batch(batch, pair, aug), static_shape), batch_labels
+            return tf.ensure_shape(augment_batch(batch, pair, aug), static_shape), batch_labels
 
         dataset = dataset.map(
             load_augmented, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
