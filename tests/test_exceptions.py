@@ -13,6 +13,7 @@ from cxr_pneumonia.exceptions import (
     CXRPneumoniaError,
     DatasetLayoutError,
     DownloadError,
+    EnsembleError,
     InvalidImageError,
     TrainingError,
     UnknownDatasetError,
@@ -30,6 +31,7 @@ EXPECTED_BUILTINS = {
     WeightsUnavailableError: (OSError,),
     TrainingError: (RuntimeError,),
     BundleError: (ValueError,),
+    EnsembleError: (ValueError,),
 }
 
 

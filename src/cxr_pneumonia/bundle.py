@@ -91,6 +91,12 @@ class BundleMetadata:
         library_version: ``cxr_pneumonia.__version__`` that wrote the bundle.
         format_version: Bundle format version.
         dtype: Pixel dtype the input expects (always ``"uint8"``).
+        ensemble: For a model averaging several members
+            (:func:`cxr_pneumonia.ensembles.ensemble`): ``{"combine": "mean",
+            "members": [...]}``, one provenance record per member (its
+            sub-model ``layer``, ``name``, bundle ``sha256``,
+            ``weights_sha256``, threshold, metrics, training); ``None``
+            for a single model.
     """
 
     image_size: tuple[int, int]
@@ -105,6 +111,7 @@ class BundleMetadata:
     library_version: str = __version__
     format_version: int = BUNDLE_FORMAT_VERSION
     dtype: str = "uint8"
+    ensemble: dict[str, Any] | None = field(default=None, hash=False)
 
     @property
     def channels(self) -> int:
@@ -116,13 +123,20 @@ class BundleMetadata:
         """``(height, width, channels)`` of one input image."""
         return (*self.image_size, self.channels)
 
+    @property
+    def members(self) -> tuple[dict[str, Any], ...]:
+        """The ensemble's member records (see ``ensemble``); empty for a single model."""
+        if self.ensemble is None:
+            return ()
+        return tuple(dict(member) for member in self.ensemble.get("members", ()))
+
     def to_dict(self) -> dict[str, Any]:
         """Return the JSON-ready form written to ``metadata.json``.
 
         Returns:
             A dict of plain JSON types.
         """
-        return {
+        result: dict[str, Any] = {
             "format_version": self.format_version,
             "library_version": self.library_version,
             "model_name": self.model_name,
@@ -139,6 +153,9 @@ class BundleMetadata:
             "sha256": self.sha256,
             "created": self.created,
         }
+        if self.ensemble is not None:
+            result["ensemble"] = dict(self.ensemble)
+        return result
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> BundleMetadata:
@@ -196,6 +213,9 @@ class BundleMetadata:
         if model_name is not None and not isinstance(model_name, str):
             msg = f"metadata 'model_name' must be a string or null, got {model_name!r}"
             raise BundleError(msg)
+        ensemble = data.get("ensemble")
+        if ensemble is not None:
+            _check_ensemble(ensemble)
         return cls(
             image_size=image_size,
             color_mode=color_mode,
@@ -209,6 +229,7 @@ class BundleMetadata:
             library_version=_field(data, "library_version", str, default="unknown"),
             format_version=version,
             dtype=dtype,
+            ensemble=dict(ensemble) if ensemble is not None else None,
         )
 
 
@@ -273,6 +294,7 @@ def metadata_for_model(
         class_names=names,
         threshold=float(threshold),
         model_name=model_name if model_name is not None else str(model.name),
+        ensemble=_ensemble_of(model),
     )
 
 
@@ -450,6 +472,32 @@ def read_metadata(path: str | os.PathLike[str]) -> BundleMetadata:
 
 
 # --- helpers ---------------------------------------------------------------------------
+
+
+def _ensemble_of(model: keras.Model) -> dict[str, Any] | None:
+    """The ``ensemble`` metadata of a model whose output averages members, else ``None``."""
+    try:
+        from cxr_pneumonia.models.layers import MemberMean
+    except ImportError:  # pragma: no cover - the models package is part of the library
+        return None
+    for layer in getattr(model, "layers", ()):
+        if isinstance(layer, MemberMean):
+            return _plain_json({"combine": "mean", "members": list(layer.members)})
+    return None
+
+
+def _check_ensemble(ensemble: Any) -> None:
+    members = ensemble.get("members") if isinstance(ensemble, Mapping) else None
+    if not (
+        isinstance(members, list)
+        and members
+        and all(isinstance(m, Mapping) and isinstance(m.get("layer"), str) for m in members)
+    ):
+        msg = (
+            "metadata 'ensemble' must be an object whose 'members' list has an object with a "
+            f"'layer' name per member, got {ensemble!r}"
+        )
+        raise BundleError(msg)
 
 
 def _field(data: Mapping[str, Any], key: str, kind: Any, *, default: Any = ...) -> Any:

@@ -13,7 +13,8 @@ so ``except ValueError`` keeps working::
     ├── UnknownModelError (KeyError, ValueError)     unknown model name
     ├── WeightsUnavailableError (OSError)            pretrained weights can't be had
     ├── TrainingError (RuntimeError)                 training could not run as asked
-    └── BundleError (ValueError)                     model bundle missing, corrupt or too new
+    ├── BundleError (ValueError)                     model bundle missing, corrupt or too new
+    └── EnsembleError (ValueError)                   models that can't be averaged together
 
 This module imports nothing else of the package.
 """
@@ -26,6 +27,7 @@ __all__ = [
     "CacheError",
     "DatasetLayoutError",
     "DownloadError",
+    "EnsembleError",
     "InvalidImageError",
     "TrainingError",
     "UnknownDatasetError",
@@ -79,3 +81,7 @@ class TrainingError(CXRPneumoniaError, RuntimeError):
 
 class BundleError(CXRPneumoniaError, ValueError):
     """A model bundle is missing, corrupt, tampered with, or from a newer format."""
+
+
+class EnsembleError(CXRPneumoniaError, ValueError):
+    """Models can't be combined: their input size, color mode, class names or outputs differ."""

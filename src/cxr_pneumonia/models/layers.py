@@ -16,6 +16,8 @@ layers, no pickled Python code).
 - :class:`FlipBatch` and :class:`MeanOfHalves` implement horizontal-flip
   test-time augmentation inside a model (see
   :func:`~cxr_pneumonia.models.with_flip_tta`).
+- :class:`MemberMean` averages the members of an ensemble and carries their
+  provenance (see :func:`~cxr_pneumonia.ensembles.ensemble`).
 
 All are registered with ``keras.saving.register_keras_serializable(package="cxr_pneumonia")``.
 """
@@ -31,6 +33,7 @@ __all__ = [
     "PREPROCESSING_MODES",
     "FlipBatch",
     "MeanOfHalves",
+    "MemberMean",
     "PixelPreprocessing",
     "RepeatChannels",
 ]
@@ -169,3 +172,38 @@ class MeanOfHalves(keras.layers.Layer):
     def compute_output_shape(self, input_shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
         batch = input_shape[0]
         return (None if batch is None else batch // 2, *input_shape[1:])
+
+
+@keras.saving.register_keras_serializable(package="cxr_pneumonia")
+class MemberMean(keras.layers.Layer):
+    """Average the outputs of an ensemble's members; carry the members' provenance.
+
+    Takes a list of K member outputs of the same shape and returns their mean
+    in ``float32``. ``members`` (one JSON-ready dict per member: name, hash,
+    training provenance, see :func:`cxr_pneumonia.ensembles.ensemble`) is
+    saved in the layer's config, so a ``.keras`` file of an ensemble says what
+    it is made of, and :func:`~cxr_pneumonia.save_model` copies it into the
+    bundle's metadata.
+
+    Args:
+        members: The members' provenance, in input order.
+        **kwargs: Passed to ``keras.layers.Layer``.
+    """
+
+    def __init__(self, members: Any = (), **kwargs: Any) -> None:
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        self.members = [dict(member) for member in members]
+
+    def call(self, inputs: Any) -> Any:
+        """The mean of the list of member outputs."""
+        stacked = ops.stack([ops.cast(x, self.compute_dtype) for x in inputs], axis=0)
+        return ops.mean(stacked, axis=0)
+
+    def compute_output_shape(self, input_shape: Any) -> tuple[int | None, ...]:
+        """The shape of one member output."""
+        return tuple(input_shape[0])
+
+    def get_config(self) -> dict[str, Any]:
+        """Layer config, including ``members``."""
+        return {**super().get_config(), "members": [dict(m) for m in self.members]}
