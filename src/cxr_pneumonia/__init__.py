@@ -42,6 +42,7 @@ if TYPE_CHECKING:
         register_dataset,
     )
     from cxr_pneumonia.devices import device_info, select_strategy
+    from cxr_pneumonia.ensembles import ensemble
     from cxr_pneumonia.evaluation import EvaluationReport, choose_threshold, evaluate
     from cxr_pneumonia.explain import Explanation, explain, feature_maps
     from cxr_pneumonia.export import export_model
@@ -79,6 +80,7 @@ _LAZY: dict[str, str] = {
     "choose_threshold": "cxr_pneumonia.evaluation",
     "cross_validate": "cxr_pneumonia.training",
     "device_info": "cxr_pneumonia.devices",
+    "ensemble": "cxr_pneumonia.ensembles",
     "evaluate": "cxr_pneumonia.evaluation",
     "explain": "cxr_pneumonia.explain",
     "export_model": "cxr_pneumonia.export",
@@ -131,6 +133,7 @@ __all__ = [
     "choose_threshold",
     "cross_validate",
     "device_info",
+    "ensemble",
     "evaluate",
     "explain",
     "export_model",
