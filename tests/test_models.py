@@ -27,7 +27,21 @@ from cxr_pneumonia.models import (
     set_backbone_trainable,
 )
 
-ALL_MODELS = ("cnn", "cnn-small", "densenet121", "efficientnetb0", "resnet50", "vgg19")
+ALL_MODELS = (
+    "cnn",
+    "cnn-kfold",
+    "cnn-small",
+    "cnn1",
+    "cnn2",
+    "cnn3",
+    "dense-kfold",
+    "densenet121",
+    "efficientnetb0",
+    "resnet50",
+    "resnet50-kfold",
+    "vgg16",
+    "vgg19",
+)
 SIZE = 32
 
 
@@ -77,10 +91,7 @@ def test_model_spec_is_frozen() -> None:
 def test_unknown_model_lists_the_choices() -> None:
     with pytest.raises(UnknownModelError) as info:
         build_model("resnet5")
-    expected = (
-        "unknown model 'resnet5'; choose one of: cnn, cnn-small, densenet121, "
-        "efficientnetb0, resnet50, vgg19"
-    )
+    expected = "unknown model 'resnet5'; choose one of: " + ", ".join(ALL_MODELS)
     assert str(info.value) == expected
     assert isinstance(info.value, ValueError)
     assert isinstance(info.value, KeyError)
@@ -99,6 +110,8 @@ def test_unknown_model_lists_the_choices() -> None:
         ({"weights": "model.pt"}, ValueError),
         ({"freeze_backbone": "yes"}, TypeError),
         ({"strategy": "mirrored"}, TypeError),
+        ({"output": "tanh"}, ValueError),
+        ({"activation": "relu"}, ValueError),  # cnn-small has no activation option
     ],
 )
 def test_arguments_are_checked_before_building(
@@ -125,7 +138,8 @@ def test_every_model_builds_predicts_and_round_trips(name: str, tmp_path: Path) 
         assert model.output.dtype == "float32"
         images = _pixels(channels)
         probabilities = model.predict(images, verbose=0)
-        assert probabilities.shape == (2, 1)
+        width = 2 if get_model_spec(name).default_output == "softmax" else 1
+        assert probabilities.shape == (2, width)
         assert probabilities.dtype == np.float32
         assert np.all((probabilities >= 0) & (probabilities <= 1))
     # The last model (3 channels): save, load in safe mode, same outputs.
@@ -151,6 +165,98 @@ def test_cnn_matches_the_reference_parameter_count() -> None:
     assert trainable == 7_347_985
     # The notebook pools in all eight blocks at 300 px: 300 -> 1 px.
     assert len([la for la in model.layers if isinstance(la, keras.layers.MaxPooling2D)]) == 8
+
+
+def test_cnn_layer_order_is_the_notebooks() -> None:
+    """Conv2D -> BatchNormalization (from block 3) -> LeakyReLU -> MaxPooling2D."""
+    model = build_model("cnn", input_shape=(300, 300, 3), weights=None)
+    kinds = [type(la).__name__ for la in model.layers if la.name.startswith("block")]
+    block2 = ["Conv2D", "LeakyReLU", "MaxPooling2D"]
+    block3 = ["Conv2D", "BatchNormalization", "LeakyReLU", "MaxPooling2D"]
+    assert kinds[3:6] == block2
+    assert kinds[6:10] == block3
+    assert kinds[:3] == block2
+
+
+def _counts(model: keras.Model) -> tuple[int, int]:
+    trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    return model.count_params(), trainable
+
+
+@pytest.mark.parametrize(
+    ("name", "shape", "total", "trainable"),
+    [
+        # Counts of the source studies' summaries.
+        ("resnet50-kfold", (64, 64, 3), 25_685_377, 2_097_665),
+        ("dense-kfold", (64, 64, 3), 393_521, 393_521),
+        # Widths chosen here where the sources give none (see models/stacks.py).
+        ("cnn-kfold", (64, 64, 3), 1_068_097, 1_068_097),
+        ("cnn1", (160, 160, 3), 208_674, 208_594),
+        ("cnn2", (160, 160, 3), 124_306, 124_114),
+        ("cnn3", (160, 160, 3), 3_308_898, 3_308_898),
+        # Pooled Dense-256 heads on frozen bases.
+        ("vgg16", (300, 300, 3), 14_846_273, 131_585),
+        ("vgg19", (300, 300, 3), 20_155_969, 131_585),
+    ],
+)
+def test_source_models_parameter_counts(
+    name: str, shape: tuple[int, int, int], total: int, trainable: int
+) -> None:
+    model = build_model(name, input_shape=shape, weights=None)
+    assert _counts(model) == (total, trainable)
+
+
+def test_resnet50_kfold_head_is_flatten_dense_256() -> None:
+    model = build_model("resnet50-kfold", input_shape=(64, 64, 3), weights=None)
+    assert isinstance(model.get_layer("flatten"), keras.layers.Flatten)
+    assert model.get_layer("flatten").output.shape[-1] == 2 * 2 * 2048
+    assert model.get_layer("head_dense1").units == 256
+
+
+def test_cnn_kfold_is_l2_regularized() -> None:
+    model = build_model("cnn-kfold", input_shape=(SIZE, SIZE, 3), weights=None)
+    regularized = [
+        la.name for la in model.layers if getattr(la, "kernel_regularizer", None) is not None
+    ]
+    assert regularized == ["conv1", "conv2", "dense1"]
+    assert len(model.losses) == 3
+
+
+@pytest.mark.parametrize("name", ["cnn1", "cnn2", "cnn3"])
+def test_report_cnns_take_a_hidden_activation(name: str) -> None:
+    default = get_model_spec(name).default_activation
+    for activation in ("relu", "sigmoid"):
+        model = build_model(name, input_shape=(SIZE, SIZE, 3), weights=None, activation=activation)
+        used = {la.activation.__name__ for la in model.layers if la.name.startswith("act")}
+        assert used == {activation}
+    assert default == ("relu" if name == "cnn3" else "sigmoid")
+    with pytest.raises(ValueError, match="choose one of: relu, sigmoid"):
+        build_model(name, input_shape=(SIZE, SIZE, 3), weights=None, activation="tanh")
+
+
+def test_cnn1_layer_order_is_the_reports() -> None:
+    model = build_model("cnn1", input_shape=(160, 160, 3), weights=None)
+    kinds = [type(la).__name__ for la in model.layers[2:]]
+    assert kinds == [
+        "Conv2D", "BatchNormalization", "Activation",
+        "Conv2D", "BatchNormalization", "MaxPooling2D", "Activation",
+        "Conv2D", "BatchNormalization", "Activation",
+        "Flatten", "Dense",
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", ["cnn", "cnn-small", "vgg19", "dense-kfold", "cnn1"])
+def test_output_option_gives_sigmoid_or_softmax(name: str) -> None:
+    images = _pixels(3, count=3)
+    softmax = build_model(name, input_shape=(SIZE, SIZE, 3), weights=None, output="softmax")
+    probabilities = np.asarray(softmax(images, training=False))
+    assert probabilities.shape == (3, 2)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-6)
+    sigmoid = build_model(name, input_shape=(SIZE, SIZE, 3), weights=None, output="sigmoid")
+    assert tuple(sigmoid.output.shape) == (None, 1)
+    # Same body: the two differ by the output layer's one extra unit.
+    hidden = sigmoid.get_layer("pneumonia").kernel.shape[0]
+    assert softmax.count_params() - sigmoid.count_params() == hidden + 1
 
 
 def test_cnn_builds_at_224_without_pooling_a_1x1_map() -> None:

@@ -3,6 +3,11 @@
 - :mod:`~cxr_pneumonia.models.registry`: :class:`ModelSpec`, :func:`list_models`,
   :func:`build_model` (the one entry point).
 - :mod:`~cxr_pneumonia.models.cnn`: the custom CNNs (``cnn``, ``cnn-small``).
+- :mod:`~cxr_pneumonia.models.stacks`: the source studies' small networks as
+  layer tables (``cnn1``-``cnn3``, ``cnn-kfold``, ``dense-kfold``) and their
+  one builder.
+- :mod:`~cxr_pneumonia.models.heads`: the classifier output (sigmoid or
+  2-unit softmax).
 - :mod:`~cxr_pneumonia.models.backbones`: ImageNet backbones with a binary head,
   :func:`find_backbone`, :func:`set_backbone_trainable`.
 - :mod:`~cxr_pneumonia.models.layers`: the serialisable preprocessing layers.
@@ -15,6 +20,7 @@ Never imports :mod:`cxr_pneumonia.data` or :mod:`cxr_pneumonia.training`.
 from __future__ import annotations
 
 from cxr_pneumonia.models.backbones import BACKBONE_NAME, find_backbone, set_backbone_trainable
+from cxr_pneumonia.models.heads import OUTPUT_KINDS
 from cxr_pneumonia.models.layers import FlipBatch, MeanOfHalves, PixelPreprocessing, RepeatChannels
 from cxr_pneumonia.models.registry import (
     MODELS,
@@ -24,11 +30,14 @@ from cxr_pneumonia.models.registry import (
     imagenet_weights_path,
     list_models,
 )
+from cxr_pneumonia.models.stacks import STACKS
 from cxr_pneumonia.models.tta import with_flip_tta
 
 __all__ = [
     "BACKBONE_NAME",
     "MODELS",
+    "OUTPUT_KINDS",
+    "STACKS",
     "FlipBatch",
     "MeanOfHalves",
     "ModelSpec",

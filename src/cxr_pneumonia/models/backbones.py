@@ -7,8 +7,9 @@ Every backbone model is::
       -> PixelPreprocessing(mode)     the backbone's own preprocess_input
       -> "backbone"                   keras.applications.<App>(include_top=False),
                                       called with training=False
-      -> GlobalAveragePooling2D -> [Dense(units, relu) -> Dropout]... -> Dropout
-      -> Dense(1, sigmoid, float32)
+      -> GlobalAveragePooling2D        or GlobalMaxPooling2D, or Flatten (``pooling``)
+      -> [Dense(units, relu) -> Dropout]... -> Dropout
+      -> Dense(1, sigmoid, float32)   or Dense(2, softmax) (``output``)
 
 The base is a nested ``keras.Model`` named :data:`BACKBONE_NAME` (find it with
 :func:`find_backbone`, e.g. for Grad-CAM on its last convolution). It is always
@@ -24,9 +25,19 @@ from collections.abc import Sequence
 import keras
 from keras import layers
 
+from cxr_pneumonia.models.heads import OutputKind, add_output
 from cxr_pneumonia.models.layers import PixelPreprocessing, RepeatChannels
 
-__all__ = ["BACKBONE_NAME", "build_backbone_classifier", "find_backbone", "set_backbone_trainable"]
+__all__ = [
+    "BACKBONE_NAME",
+    "POOLINGS",
+    "build_backbone_classifier",
+    "find_backbone",
+    "set_backbone_trainable",
+]
+
+POOLINGS: tuple[str, ...] = ("avg", "max", "flatten")
+"""How a head turns the base's feature map into a vector."""
 
 BACKBONE_NAME = "backbone"
 """Name of the nested ``keras.applications`` model inside a backbone classifier."""
@@ -38,9 +49,11 @@ def build_backbone_classifier(
     application: str,
     preprocessing: str,
     head_units: Sequence[int] = (),
+    pooling: str = "avg",
     dropout: float,
     base_weights: str | None = None,
     freeze_backbone: bool = True,
+    output: OutputKind = "sigmoid",
     name: str,
 ) -> keras.Model:
     """Build ``keras.applications.<application>`` under a binary head.
@@ -53,14 +66,18 @@ def build_backbone_classifier(
         preprocessing: :class:`PixelPreprocessing` mode of that backbone.
         head_units: Units of the ReLU dense layers between pooling and the
             output (each followed by dropout).
+        pooling: One of :data:`POOLINGS`: global average (``"avg"``) or max
+            pooling, or ``"flatten"`` (the whole feature map, whose size then
+            depends on the input size).
         dropout: Dropout rate of the head.
         base_weights: Path of the base's ``include_top=False`` weights file
             (e.g. the ImageNet ``*_notop.h5``), or ``None`` for random weights.
         freeze_backbone: Freeze the base (``trainable=False``).
+        output: ``"sigmoid"`` (one unit) or ``"softmax"`` (two units).
         name: Model name.
 
     Returns:
-        An uncompiled model with one sigmoid output (float32).
+        An uncompiled model (float32 output).
     """
     constructor = getattr(keras.applications, application)
     base = constructor(
@@ -74,13 +91,18 @@ def build_backbone_classifier(
     x = RepeatChannels(3, name="to_rgb")(inputs)
     x = PixelPreprocessing(preprocessing, name="preprocess")(x)
     x = base(x, training=False)
-    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    if pooling == "flatten":
+        x = layers.Flatten(name="flatten")(x)
+    elif pooling == "max":
+        x = layers.GlobalMaxPooling2D(name="gmp")(x)
+    else:
+        x = layers.GlobalAveragePooling2D(name="gap")(x)
     for index, units in enumerate(head_units, start=1):
         x = layers.Dense(units, activation="relu", name=f"head_dense{index}")(x)
         x = layers.Dropout(dropout, name=f"head_dropout{index}")(x)
     if not head_units:
         x = layers.Dropout(dropout, name="head_dropout")(x)
-    outputs = layers.Dense(1, activation="sigmoid", dtype="float32", name="pneumonia")(x)
+    outputs = add_output(x, output)
     return keras.Model(inputs, outputs, name=name)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from cxr_pneumonia.models.heads import OutputKind, add_output
 from cxr_pneumonia.models.layers import PixelPreprocessing
 
 __all__ = ["build_cnn", "build_cnn_small"]
@@ -41,30 +42,37 @@ within a few dozen steps."""
 
 
 def build_cnn(
-    input_shape: tuple[int, int, int], *, dropout: float | None = None, name: str = "cnn"
+    input_shape: tuple[int, int, int],
+    *,
+    dropout: float | None = None,
+    output: OutputKind = "sigmoid",
+    name: str = "cnn",
 ) -> keras.Model:
-    """The custom CNN of the reference notebook.
+    """The custom CNN of the reference notebook, layer for layer.
 
-    Eight blocks of ``Conv2D(3x3, "same")`` -> ``LeakyReLU`` ->
-    ``BatchNormalization`` (from the third block on) -> ``MaxPooling2D(2x2)``,
-    with 8, 16, ..., 1024 filters, dropout after blocks 6, 7 and 8, then
-    ``Flatten``, ``Dense(1024)`` + dropout and ``Dense(1, sigmoid)``. At
-    ``(300, 300, 3)`` it has 7,352,017 parameters (7,347,985 trainable), as in
-    the notebook's summary.
+    Eight blocks of ``Conv2D(3x3, "same")`` -> ``BatchNormalization`` (from
+    the third block on) -> ``LeakyReLU`` -> ``MaxPooling2D(2x2)``, the order
+    of the notebook's summary, with 8, 16, ..., 1024 filters, dropout after
+    blocks 6, 7 and 8, then ``Flatten``, ``Dense(1024)`` -> ``LeakyReLU`` ->
+    dropout and ``Dense(1, sigmoid)``. At ``(300, 300, 3)`` it has 7,352,017
+    parameters (7,347,985 trainable), as in the notebook's summary.
 
-    Pooling is skipped along an axis whose feature map is already 1 pixel
-    wide, so the model also builds at 224 px (or 32 px), where the notebook's
-    last poolings would fail; at 300 px every block pools, as in the notebook.
+    What differs from the notebook: the ``[0, 1]`` scaling is a layer of the
+    model (the notebook rescaled in its ``ImageDataGenerator``), and pooling
+    is skipped along an axis whose feature map is already 1 pixel wide, so
+    the model also builds at 224 px (or 32 px), where the notebook's last
+    poolings would fail; at 300 px every block pools, as in the notebook.
 
     Args:
         input_shape: ``(height, width, channels)``.
         dropout: Rate of every dropout layer; ``None`` uses
             :data:`CNN_BLOCK_DROPOUT` after the conv blocks and
             :data:`CNN_DENSE_DROPOUT` after the dense layer.
+        output: ``"sigmoid"`` (one unit) or ``"softmax"`` (two units).
         name: Model name.
 
     Returns:
-        An uncompiled model with one sigmoid output (float32).
+        An uncompiled model (float32 output).
     """
     block_rate = CNN_BLOCK_DROPOUT if dropout is None else dropout
     dense_rate = CNN_DENSE_DROPOUT if dropout is None else dropout
@@ -73,9 +81,9 @@ def build_cnn(
     height, width = input_shape[0], input_shape[1]
     for index, filters in enumerate(CNN_FILTERS, start=1):
         x = layers.Conv2D(filters, 3, padding="same", name=f"block{index}_conv")(x)
-        x = layers.LeakyReLU(name=f"block{index}_act")(x)
         if index >= 3:
             x = layers.BatchNormalization(name=f"block{index}_bn")(x)
+        x = layers.LeakyReLU(name=f"block{index}_act")(x)
         pool = (2 if height >= 2 else 1, 2 if width >= 2 else 1)
         if pool != (1, 1):
             x = layers.MaxPooling2D(pool, name=f"block{index}_pool")(x)
@@ -86,7 +94,7 @@ def build_cnn(
     x = layers.Dense(1024, name="dense")(x)
     x = layers.LeakyReLU(name="dense_act")(x)
     x = layers.Dropout(dense_rate, name="dense_dropout")(x)
-    outputs = layers.Dense(1, activation="sigmoid", dtype="float32", name="pneumonia")(x)
+    outputs = add_output(x, output)
     return keras.Model(inputs, outputs, name=name)
 
 
@@ -124,7 +132,11 @@ def _separable_block(
 
 
 def build_cnn_small(
-    input_shape: tuple[int, int, int], *, dropout: float | None = None, name: str = "cnn-small"
+    input_shape: tuple[int, int, int],
+    *,
+    dropout: float | None = None,
+    output: OutputKind = "sigmoid",
+    name: str = "cnn-small",
 ) -> keras.Model:
     """A small, CPU-friendly residual CNN (about 0.21 M parameters).
 
@@ -140,10 +152,12 @@ def build_cnn_small(
         input_shape: ``(height, width, channels)``.
         dropout: Rate of the dropout before the classifier; ``None`` uses
             :data:`CNN_SMALL_DROPOUT`.
+        output: ``"sigmoid"`` (one unit, the default and the shipped model's)
+            or ``"softmax"`` (two units).
         name: Model name.
 
     Returns:
-        An uncompiled model with one sigmoid output (float32).
+        An uncompiled model (float32 output).
     """
     rate = CNN_SMALL_DROPOUT if dropout is None else dropout
     inputs = keras.Input(shape=input_shape, name="image")
@@ -156,5 +170,5 @@ def build_cnn_small(
             x = _separable_block(x, filters, strides, f"stage{stage}_block{block}")
     x = layers.GlobalAveragePooling2D(name="gap")(x)
     x = layers.Dropout(rate, name="dropout")(x)
-    outputs = layers.Dense(1, activation="sigmoid", dtype="float32", name="pneumonia")(x)
+    outputs = add_output(x, output)
     return keras.Model(inputs, outputs, name=name)

@@ -1,20 +1,35 @@
 """The model registry: a table of :class:`ModelSpec`, :func:`list_models` and :func:`build_model`.
 
-========================  ========  ==================================================
-name                      kind      what
-========================  ========  ==================================================
-``cnn``                   custom    the reference notebook's 8-block CNN (7.35 M params)
-``cnn-small``             custom    our CPU-friendly separable residual CNN (0.21 M)
-``densenet121``           backbone  DenseNet-121 (Huang et al. 2017)
-``efficientnetb0``        backbone  EfficientNet-B0 (Tan & Le 2019)
-``resnet50``              backbone  ResNet-50 (He et al. 2016)
-``vgg19``                 backbone  VGG-19 (Simonyan & Zisserman 2015)
-========================  ========  ==================================================
+==================  ========  ===========================================================
+name                kind      what
+==================  ========  ===========================================================
+``cnn``             custom    the custom-CNN notebook's 8-block CNN (7.35 M params)
+``cnn-small``       custom    our CPU-friendly separable residual CNN (0.21 M)
+``cnn-kfold``       custom    the KFold study's L2-regularized small CNN baseline
+``cnn1``            custom    the PyTorch report's CNN1 (conv-BN-act, 160 px)
+``cnn2``            custom    the PyTorch report's CNN2 (5x5 then 3x3, dropout 0.2)
+``cnn3``            custom    the PyTorch report's CNN3 (conv-act-pool, FC layers)
+``dense-kfold``     custom    the KFold study's dense baseline (393,521 params)
+``densenet121``     backbone  DenseNet-121 (Huang et al. 2017)
+``efficientnetb0``  backbone  EfficientNet-B0 (Tan & Le 2019)
+``resnet50``        backbone  ResNet-50 (He et al. 2016), pooled head
+``resnet50-kfold``  backbone  ResNet-50 with the KFold study's Flatten + Dense 256 head
+``vgg16``           backbone  VGG-16 (Simonyan & Zisserman 2015), pooled Dense 256 head
+``vgg19``           backbone  VGG-19 (Simonyan & Zisserman 2015), pooled Dense 256 head
+==================  ========  ===========================================================
 
 Every model takes raw ``0..255`` pixels and preprocesses them in its graph
-(:mod:`cxr_pneumonia.models.layers`), outputs one float32 sigmoid probability
-of PNEUMONIA, and is named after its registry entry (``model.name``), so a
-saved model says what it is.
+(:mod:`cxr_pneumonia.models.layers`), ends with a float32 classifier layer
+(one sigmoid unit, or a 2-unit softmax with ``output="softmax"``, see
+:mod:`~cxr_pneumonia.models.heads`), and is named after its registry entry
+(``model.name``), so a saved model says what it is.
+
+The table is data: a :class:`ModelSpec` names one of three generic builders
+(:func:`~cxr_pneumonia.models.cnn.build_cnn` and ``build_cnn_small`` for our
+two hand-written CNNs, :func:`~cxr_pneumonia.models.backbones.build_backbone_classifier`
+for every ImageNet base and head, :func:`~cxr_pneumonia.models.stacks.build_stack`
+for the layer tables of :data:`~cxr_pneumonia.models.stacks.STACKS`) and the
+options it passes; a variant such as ``resnet50-kfold`` is one more row.
 """
 
 from __future__ import annotations
@@ -29,6 +44,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from cxr_pneumonia.exceptions import UnknownModelError, WeightsUnavailableError
 from cxr_pneumonia.models.backbones import build_backbone_classifier
 from cxr_pneumonia.models.cnn import build_cnn, build_cnn_small
+from cxr_pneumonia.models.heads import OUTPUT_KINDS, OutputKind
+from cxr_pneumonia.models.stacks import ACTIVATIONS, STACKS, LayerSpec, build_stack
 
 if TYPE_CHECKING:
     import keras
@@ -60,6 +77,16 @@ class ModelSpec:
         application: ``keras.applications`` constructor of the base.
         preprocessing: ``PixelPreprocessing`` mode of the base.
         head_units: ReLU dense layers of the head, before the output.
+        pooling: How the head reduces the base's feature map (one of
+            ``"avg"``, ``"max"``, ``"flatten"``).
+        layers: The layer table of a stack model (``build_stack``), empty
+            otherwise.
+        default_activation: Hidden activation of a stack model
+            (``"relu"``/``"sigmoid"``, changeable with
+            ``build_model(activation=...)``); ``None`` for models without
+            that option.
+        default_output: ``"sigmoid"`` or ``"softmax"`` when
+            ``build_model(output=None)``.
         weights_file: File name of the base's ImageNet ``include_top=False``
             weights in Keras' cache (``$KERAS_HOME/models``).
         weights_url: Where Keras downloads that file from.
@@ -78,6 +105,10 @@ class ModelSpec:
     application: str | None = None
     preprocessing: str = "unit"
     head_units: tuple[int, ...] = ()
+    pooling: str = "avg"
+    layers: tuple[LayerSpec, ...] = ()
+    default_activation: str | None = None
+    default_output: OutputKind = "sigmoid"
     weights_file: str | None = None
     weights_url: str | None = None
     weights_hash: str | None = None
@@ -94,6 +125,8 @@ def _backbone(
     reference: str,
     head_units: tuple[int, ...] = (),
     default_dropout: float = 0.3,
+    pooling: str = "avg",
+    default_input_shape: tuple[int, int, int] = (224, 224, 1),
 ) -> ModelSpec:
     return ModelSpec(
         name=name,
@@ -101,16 +134,42 @@ def _backbone(
         kind="backbone",
         description=description,
         reference=reference,
-        default_input_shape=(224, 224, 1),
+        default_input_shape=default_input_shape,
         default_dropout=default_dropout,
         application=application,
         preprocessing=preprocessing,
         head_units=head_units,
+        pooling=pooling,
         weights_file=weights_file,
         weights_url=weights_url,
         weights_hash=weights_hash,
     )
 
+
+def _stack(
+    name: str,
+    description: str,
+    reference: str,
+    default_input_shape: tuple[int, int, int],
+    *,
+    activation: str = "relu",
+    output: OutputKind = "sigmoid",
+) -> ModelSpec:
+    return ModelSpec(
+        name=name,
+        builder=build_stack,
+        kind="custom",
+        description=description,
+        reference=reference,
+        default_input_shape=default_input_shape,
+        layers=STACKS[name],
+        default_activation=activation,
+        default_output=output,
+    )
+
+
+_KFOLD_STUDY = "ResNet50 K-fold cross-validation study on the Kermany et al. (2018) data"
+_PYTORCH_REPORT = "PyTorch report: three custom CNNs and a ResNet-50 on the Kermany et al. data"
 
 MODELS: dict[str, ModelSpec] = {
     spec.name: spec
@@ -130,6 +189,42 @@ MODELS: dict[str, ModelSpec] = {
             description="CPU-friendly residual depthwise-separable CNN, ~0.21 M parameters",
             reference="cxr-pneumonia (this package)",
             default_input_shape=(224, 224, 1),
+        ),
+        _stack(
+            "dense-kfold",
+            "Dense baseline: Flatten, dense 32, dense 8 (393,521 params at 64x64x3)",
+            _KFOLD_STUDY,
+            (64, 64, 3),
+        ),
+        _stack(
+            "cnn-kfold",
+            "L2-regularized small CNN baseline: conv 32, conv 64, dense 64",
+            _KFOLD_STUDY,
+            (64, 64, 3),
+        ),
+        _stack(
+            "cnn1",
+            "Three conv-BN-activation layers (one max-pool), linear; softmax",
+            _PYTORCH_REPORT,
+            (160, 160, 3),
+            activation="sigmoid",
+            output="softmax",
+        ),
+        _stack(
+            "cnn2",
+            "Four conv-BN-activation layers (5x5 then 3x3), two max-pools, dropout 0.2",
+            _PYTORCH_REPORT,
+            (160, 160, 3),
+            activation="sigmoid",
+            output="softmax",
+        ),
+        _stack(
+            "cnn3",
+            "Three conv-ReLU-max-pool blocks, dense 128 and 64; softmax",
+            _PYTORCH_REPORT,
+            (160, 160, 3),
+            activation="relu",
+            output="softmax",
         ),
         _backbone(
             "densenet121",
@@ -163,6 +258,33 @@ MODELS: dict[str, ModelSpec] = {
             "He et al. (2016), Deep Residual Learning for Image Recognition, CVPR",
         ),
         _backbone(
+            "resnet50-kfold",
+            "ResNet50",
+            "caffe",
+            "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
+            f"{_KERAS_APPS}resnet/resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
+            "4d473c1dd8becc155b73f8504c6f6626",
+            "ResNet-50 ImageNet base, Flatten + dense 256 head (the KFold study's)",
+            "He et al. (2016), Deep Residual Learning for Image Recognition, CVPR; " + _KFOLD_STUDY,
+            head_units=(256,),
+            default_dropout=0.0,
+            pooling="flatten",
+            default_input_shape=(64, 64, 3),
+        ),
+        _backbone(
+            "vgg16",
+            "VGG16",
+            "caffe",
+            "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
+            f"{_KERAS_APPS}vgg16/vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
+            "6d6bbae143d832006294945121d1f1fc",
+            "VGG-16 ImageNet base, dense 256 + dropout head",
+            "Simonyan & Zisserman (2015), Very Deep Convolutional Networks for "
+            "Large-Scale Image Recognition, ICLR",
+            head_units=(256,),
+            default_dropout=0.5,
+        ),
+        _backbone(
             "vgg19",
             "VGG19",
             "caffe",
@@ -184,7 +306,7 @@ def list_models() -> tuple[str, ...]:
     """Names of the registered models, sorted.
 
     Returns:
-        ``("cnn", "cnn-small", "densenet121", "efficientnetb0", "resnet50", "vgg19")``.
+        The names, e.g. ``("cnn", "cnn-kfold", "cnn-small", ...)``.
     """
     return tuple(sorted(MODELS))
 
@@ -216,6 +338,8 @@ def build_model(
     dropout: float | None = None,
     freeze_backbone: bool = True,
     strategy: tf.distribute.Strategy | None = None,
+    output: OutputKind | None = None,
+    activation: str | None = None,
 ) -> keras.Model:
     """Build a registered model, ready to compile.
 
@@ -244,16 +368,25 @@ def build_model(
             :func:`~cxr_pneumonia.select_strategy`'s automatic choice. The
             model keeps it as ``model.distribute_strategy``, which
             ``model.fit`` trains with.
+        output: ``"sigmoid"`` (one unit, the probability of PNEUMONIA) or
+            ``"softmax"`` (two units, NORMAL then PNEUMONIA); ``None`` for
+            the spec's ``default_output`` (softmax for ``cnn1``-``cnn3``, as
+            the PyTorch report's two-class cross-entropy, sigmoid for the
+            others). Both kinds train, evaluate, save and serve alike.
+        activation: Hidden activation of a layer-table model (``cnn1``,
+            ``cnn2``, ``cnn3``, ``cnn-kfold``, ``dense-kfold``): ``"relu"`` or
+            ``"sigmoid"``; ``None`` for the spec's default. Refused for the
+            other models.
 
     Returns:
-        An uncompiled ``keras.Model`` with one float32 sigmoid output, the
-        probability of PNEUMONIA.
+        An uncompiled ``keras.Model`` with a float32 output: ``(N, 1)``
+        sigmoid or ``(N, 2)`` softmax.
 
     Raises:
         UnknownModelError: If ``name`` is not registered.
-        ValueError: For a bad ``input_shape``, ``dropout`` or ``weights``
+        ValueError: For a bad ``input_shape``, ``dropout``, ``weights``
             (including ``"imagenet"`` for a custom CNN, and a weights file
-            that does not fit the model).
+            that does not fit the model), ``output`` or ``activation``.
         WeightsUnavailableError: If ImageNet weights can be neither found in
             the Keras cache nor downloaded, or a weights path does not exist.
 
@@ -266,6 +399,8 @@ def build_model(
     shape = _check_input_shape(input_shape, spec)
     rate = _check_dropout(dropout)
     weights_path = _check_weights(weights, spec)
+    output_kind = _check_output(output, spec)
+    hidden = _check_activation(activation, spec)
     if not isinstance(freeze_backbone, bool):
         msg = f"freeze_backbone={freeze_backbone!r} must be True or False"
         raise TypeError(msg)
@@ -280,15 +415,21 @@ def build_model(
     if spec.kind == "backbone" and weights in ("auto", "imagenet"):
         base_weights = imagenet_weights_path(spec)
 
-    options: dict[str, Any] = {"dropout": rate if rate is not None else spec.default_dropout}
+    options: dict[str, Any] = {
+        "dropout": rate if rate is not None else spec.default_dropout,
+        "output": output_kind,
+    }
     if spec.kind == "backbone":
         options.update(
             application=spec.application,
             preprocessing=spec.preprocessing,
             head_units=spec.head_units,
+            pooling=spec.pooling,
             base_weights=base_weights,
             freeze_backbone=freeze_backbone,
         )
+    if spec.layers:
+        options.update(layers_spec=spec.layers, activation=hidden)
     with strategy.scope():
         model = spec.builder(shape, name=spec.name, **options)
         if weights_path is not None:
@@ -370,6 +511,35 @@ def _check_input_shape(input_shape: Sequence[int], spec: ModelSpec) -> tuple[int
         )
         raise ValueError(msg)
     return shape
+
+
+def _check_output(output: str | None, spec: ModelSpec) -> OutputKind:
+    if output is None:
+        return spec.default_output
+    if output not in OUTPUT_KINDS:
+        msg = (
+            f"output={output!r} is not an output kind; choose one of: "
+            f"{', '.join(OUTPUT_KINDS)} (or None for {spec.name!r}'s default, "
+            f"{spec.default_output!r})"
+        )
+        raise ValueError(msg)
+    return output  # type: ignore[return-value]
+
+
+def _check_activation(activation: str | None, spec: ModelSpec) -> str | None:
+    if activation is None:
+        return spec.default_activation
+    if spec.default_activation is None:
+        with_option = ", ".join(n for n, s in sorted(MODELS.items()) if s.default_activation)
+        msg = (
+            f"activation={activation!r} is not an option of {spec.name!r}; only the "
+            f"layer-table models take one ({with_option}); leave it None"
+        )
+        raise ValueError(msg)
+    if activation not in ACTIVATIONS:
+        msg = f"activation={activation!r} is not allowed; choose one of: {', '.join(ACTIVATIONS)}"
+        raise ValueError(msg)
+    return activation
 
 
 def _check_dropout(dropout: float | None) -> float | None:
