@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 
 import keras
 import numpy as np
@@ -192,11 +193,16 @@ def test_multi_metric_without_restore_keeps_last_weights() -> None:
     assert model.weights_value == 2
 
 
-def test_multi_metric_never_met_warns_and_keeps_weights() -> None:
+def test_multi_metric_never_met_warns_and_keeps_weights(caplog) -> None:
     callback = MultiMetricEarlyStopping({"val_accuracy": 0.94, "val_recall": 0.95}, patience=3)
     logs = [_row(0.80, 0.97), _row(0.90, 0.90), _row(0.85, 0.99), _row(0.99, 0.99)]
-    with pytest.warns(UserWarning, match=r"no epoch met every target.*val_accuracy 0\.9000"):
+    with (
+        caplog.at_level(logging.DEBUG, logger="cxr_pneumonia"),
+        pytest.warns(UserWarning, match=r"no epoch met every target.*val_accuracy 0\.9000") as seen,
+    ):
         model = _drive(callback, logs)
+    assert len(seen) == 1
+    assert "no epoch met every target" not in caplog.text  # said once, not logged as well
     assert callback.best_epoch is None
     assert callback.stopped_epoch == 2  # patience counted from the start
     assert model.weights_value == 2  # last epoch's weights, nothing restored
@@ -246,7 +252,7 @@ def test_default_callbacks_with_folder(tmp_path) -> None:
         "ReduceLROnPlateau",
         "ModelCheckpoint",
         "ModelCheckpoint",
-        "CSVLogger",
+        "EpochCSVLogger",
         "AtomicBackupAndRestore",
     ]
     stopping, reduce_lr, best_loss, best_acc, log, backup = callbacks

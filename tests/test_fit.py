@@ -52,12 +52,12 @@ def test_fit_end_to_end(data, tmp_path) -> None:
     for key in ("loss", "accuracy", "precision", "recall", "auc", "pr_auc"):
         assert len(result.history[key]) == 3
         assert len(result.history[f"val_{key}"]) == 3
-    assert result.epochs == (0, 1, 2)
+    assert result.epochs == (1, 2, 3)
     assert result.phases == ("train",) * 3
     assert result.epochs_run == 3
     assert not result.resumed
     assert result.monitor == "val_loss"
-    assert result.best_epoch == int(np.argmin(result.history["val_loss"]))
+    assert result.best_epoch == 1 + int(np.argmin(result.history["val_loss"]))
     assert result.best_metrics["val_loss"] == min(result.history["val_loss"])
     assert set(result.best_metrics) == {
         "val_loss",
@@ -69,7 +69,7 @@ def test_fit_end_to_end(data, tmp_path) -> None:
     }
     assert set(result.checkpoints) == {"best_val_loss", "best_val_accuracy", "log"}
     assert all(path.is_file() for path in result.checkpoints.values())
-    assert _logged_epochs(tmp_path) == [0, 1, 2]
+    assert _logged_epochs(tmp_path) == [1, 2, 3]
     assert not (tmp_path / "backup").exists()  # Keras removes the backup of a finished run
     assert result.wall_time > 0
     assert result.replicas == 1
@@ -81,7 +81,7 @@ def test_fit_without_checkpoint_dir_writes_nothing(data, tmp_path, monkeypatch) 
     monkeypatch.chdir(tmp_path)
     result = fit(tiny_model(), data, epochs=2, callbacks=None, class_weight=None, verbose=0)
     assert result.checkpoints == {}
-    assert result.epochs == (0, 1)
+    assert result.epochs == (1, 2)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -100,7 +100,7 @@ def test_fit_without_validation_monitors_training_metrics(tmp_path, caplog) -> N
 def test_fit_user_callbacks_replace_the_defaults(data) -> None:
     stop = TargetMetricsReached({"loss": 100.0})
     result = fit(tiny_model(), data, epochs=3, callbacks=[stop], verbose=0)
-    assert result.epochs == (0,)
+    assert result.epochs == (1,)
     assert stop.reached_epoch == 0
 
 
@@ -201,13 +201,13 @@ def test_fit_resumes_after_an_interruption(data, tmp_path) -> None:
             checkpoint_dir=tmp_path,
             verbose=0,
         )
-    assert _logged_epochs(tmp_path) == [0, 1]
+    assert _logged_epochs(tmp_path) == [1, 2]
     # A new process: a new model of the same architecture, the same folder.
     result = fit(tiny_model(seed=5), data, epochs=4, checkpoint_dir=tmp_path, verbose=0)
     assert result.resumed
-    assert result.epochs_run == 2  # epochs 2 and 3 only
-    assert result.epochs == (0, 1, 2, 3)
-    assert _logged_epochs(tmp_path) == [0, 1, 2, 3]
+    assert result.epochs_run == 2  # epochs 3 and 4 only
+    assert result.epochs == (1, 2, 3, 4)
+    assert _logged_epochs(tmp_path) == [1, 2, 3, 4]
     assert len(result.history["val_loss"]) == 4
 
     again = fit(tiny_model(seed=6), data, epochs=4, checkpoint_dir=tmp_path, verbose=0)
@@ -228,7 +228,7 @@ def test_resume_false_starts_over(data, tmp_path) -> None:
     result = fit(tiny_model(), data, epochs=3, checkpoint_dir=tmp_path, resume=False, verbose=0)
     assert not result.resumed
     assert result.epochs_run == 3
-    assert _logged_epochs(tmp_path) == [0, 1, 2]
+    assert _logged_epochs(tmp_path) == [1, 2, 3]
 
 
 def test_resume_refuses_another_model(data, tmp_path) -> None:
@@ -262,9 +262,9 @@ def test_fine_tune_phase_unfreezes_the_backbone(data, tmp_path) -> None:
     )
     assert backbone.trainable
     assert result.phases == ("train", "train", "fine_tune", "fine_tune")
-    assert result.epochs == (0, 1, 2, 3)
+    assert result.epochs == (1, 2, 3, 4)
     assert result.history["learning_rate"] == pytest.approx([1e-3, 1e-3, 1e-3, 1e-3])
-    assert _logged_epochs(tmp_path) == [0, 1, 2, 3]
+    assert _logged_epochs(tmp_path) == [1, 2, 3, 4]
     assert any(
         not np.array_equal(a, b) for a, b in zip(frozen, backbone.get_weights(), strict=True)
     )
@@ -298,8 +298,8 @@ def test_interrupted_fine_tune_resumes_in_its_phase(data, tmp_path) -> None:
         )
     model = tiny_backbone_model(seed=3)
     result = fit(model, data, epochs=2, fine_tune_epochs=2, checkpoint_dir=tmp_path, verbose=0)
-    assert result.epochs_run == 1  # epoch 3 only
-    assert result.epochs == (0, 1, 2, 3)
+    assert result.epochs_run == 1  # epoch 4 only
+    assert result.epochs == (1, 2, 3, 4)
     assert result.phases == ("train", "train", "fine_tune", "fine_tune")
     assert model.get_layer("backbone").trainable
 
@@ -309,3 +309,91 @@ def test_seed_makes_runs_repeat() -> None:
     first = fit(tiny_model(seed=1), make_splits(), epochs=2, seed=7, callbacks=None, verbose=0)
     second = fit(tiny_model(seed=1), make_splits(), epochs=2, seed=7, callbacks=None, verbose=0)
     assert first.history == second.history
+
+
+class _Overfit(keras.callbacks.Callback):
+    """Fakes a validation loss that is best at epoch ``best`` (0-based) and worse after it."""
+
+    def __init__(self, best: int) -> None:
+        super().__init__()
+        self.best = best
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if logs is not None:
+            logs["val_loss"] = 1.0 + abs(epoch - self.best)
+
+
+def test_result_says_which_weights_early_stopping_kept(data, capsys) -> None:
+    stopping = keras.callbacks.EarlyStopping(patience=2, restore_best_weights=True)
+    result = fit(tiny_model(), data, epochs=8, callbacks=[_Overfit(best=1), stopping], verbose=2)
+    # Epoch 2 (1-based) is best; epochs 3 and 4 bring no improvement, so training stops at 4.
+    assert result.epochs == (1, 2, 3, 4)
+    assert result.best_epoch == 2
+    assert result.kept_epoch == 2
+    assert "restored by EarlyStopping" in result.kept_reason
+    assert result.kept_metrics["val_loss"] == pytest.approx(1.0)
+    assert result.kept_metrics == result.best_metrics
+    out = capsys.readouterr().out
+    assert "kept the weights of epoch 2 of 4" in out
+    assert "loss 1.0000" in out  # that epoch's logged figures
+
+
+def test_result_kept_epoch_is_the_last_without_restoring_callbacks(data) -> None:
+    result = fit(tiny_model(), data, epochs=3, callbacks=[_Overfit(best=0)], verbose=0)
+    assert result.kept_epoch == 3
+    assert result.best_epoch == 1
+    assert "the last epoch" in result.kept_reason
+    assert "the lowest val_loss was at epoch 1" in result.summary()
+
+
+def test_ema_weights_are_the_validated_and_kept_ones(data) -> None:
+    """With use_ema the logged val_loss of the last epoch is the loss of the returned model."""
+    model = tiny_model()
+    optimizer = keras.optimizers.Adam(learning_rate=0.05, use_ema=True)
+    result = fit(model, data, epochs=3, optimizer=optimizer, callbacks=None, verbose=0)
+    after = model.evaluate(data.validation, verbose=0, return_dict=True)["loss"]
+    assert result.ema
+    assert result.kept_epoch == 3
+    assert after == pytest.approx(result.history["val_loss"][-1], abs=1e-6)
+    assert "moving-average (EMA)" in result.summary()
+
+
+def test_ema_weights_survive_early_stopping(data) -> None:
+    model = tiny_model()
+    optimizer = keras.optimizers.Adam(learning_rate=0.05, use_ema=True)
+    stop = TargetMetricsReached({"loss": 100.0})  # stops after the first epoch
+    result = fit(model, data, epochs=3, optimizer=optimizer, callbacks=[stop], verbose=0)
+    after = model.evaluate(data.validation, verbose=0, return_dict=True)["loss"]
+    assert result.epochs == (1,)
+    assert after == pytest.approx(result.history["val_loss"][-1], abs=1e-6)
+
+
+def test_progress_is_plain_lines_when_not_a_terminal(data, capsys) -> None:
+    fit(tiny_model(), data, epochs=2, callbacks=None, verbose="auto")
+    out = capsys.readouterr().out
+    assert "\r" not in out
+    assert "\x1b" not in out
+    lines = out.splitlines()
+    assert lines[0].startswith("epoch 1/2  loss ")
+    assert lines[1].startswith("epoch 2/2  loss ")
+    assert lines[2].startswith("kept the weights of epoch 2 of 2")
+    assert all(len(line) <= 100 for line in lines)
+
+
+def test_verbose_zero_writes_nothing(data, capsys) -> None:
+    fit(tiny_model(), data, epochs=1, callbacks=None, verbose=0)
+    assert capsys.readouterr().out == ""
+
+
+def test_repr_is_short(data) -> None:
+    result = fit(tiny_model(), data, epochs=2, callbacks=None, verbose=0)
+    text = repr(result)
+    assert text.startswith("TrainingResult(epochs=2, kept_epoch=2, best_epoch=")
+    assert "history" not in text
+    assert len(text) < 300
+
+
+def test_tensorboard_dir_gets_event_files(data, tmp_path) -> None:
+    fit(tiny_model(), data, epochs=1, callbacks=None, tensorboard_dir=tmp_path / "tb", verbose=0)
+    events = list((tmp_path / "tb").rglob("events.out.tfevents.*"))
+    assert {path.parent.name for path in events} == {"train", "validation"}

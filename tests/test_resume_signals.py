@@ -136,9 +136,9 @@ def test_killed_training_resumes_and_ends_with_a_bundle(
     model = tiny_model(seed=9)  # a new process would build a fresh model
     result = fit(model, make_splits(), epochs=5, checkpoint_dir=folder, verbose=0)
     assert result.resumed
-    assert result.epochs == (0, 1, 2, 3, 4)
+    assert result.epochs == (1, 2, 3, 4, 5)
     assert result.epochs_run == len(resumed_epochs)
-    assert _logged_epochs(folder) == [0, 1, 2, 3, 4]  # each epoch logged once
+    assert _logged_epochs(folder) == [1, 2, 3, 4, 5]  # each epoch logged once
     assert not (folder / BACKUP_DIRNAME).exists()  # finished: the backup is gone
     assert not [p.name for p in folder.iterdir() if ".tmp-" in p.name]
 

@@ -690,6 +690,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         "epochs_run": len(result.epochs),
         "best_epoch": result.best_epoch,
         "best_metrics": result.best_metrics,
+        "kept_epoch": result.kept_epoch,
+        "kept_reason": result.kept_reason,
         "monitor": result.monitor,
         "batch_size": args.batch_size,
         "optimizer": args.optimizer,

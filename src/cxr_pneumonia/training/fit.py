@@ -15,6 +15,7 @@ completed, in the right phase; a finished run just reloads its final weights.
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import logging
 import math
@@ -45,12 +46,15 @@ from cxr_pneumonia.training.callbacks import (
     BEST_LOSS_FILENAME,
     LOG_FILENAME,
     AtomicBackupAndRestore,
+    EpochCSVLogger,
     MultiMetricEarlyStopping,
+    SwapInEMAWeights,
     TargetMetricsReached,
     default_callbacks,
     is_lower_better,
     run_state_callbacks,
 )
+from cxr_pneumonia.training.progress import TrainingProgress
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -80,16 +84,23 @@ _CLASS_WEIGHT_CHOICES = "'balanced', a dict {0: w0, 1: w1} or None"
 class TrainingResult:
     """What :func:`fit` returns.
 
-    All per-epoch sequences are aligned: entry ``i`` of ``epochs``, ``phases``
-    and every ``history`` list describe the same epoch. After a resumed run
-    they include the epochs trained before the interruption.
+    Epoch numbers are 1-based, as in the progress lines and the CSV log. All
+    per-epoch sequences are aligned: entry ``i`` of ``epochs``, ``phases`` and
+    every ``history`` list describe the same epoch. After a resumed run they
+    include the epochs trained before the interruption.
+
+    The model's final weights are those of :attr:`kept_epoch`, for the reason
+    in :attr:`kept_reason` (early stopping restoring its best epoch, or simply
+    the last epoch); :meth:`summary` says so with that epoch's figures.
+    :attr:`best_epoch` is the epoch with the best ``monitor``, which is not the
+    kept one when nothing restored it (e.g. a fixed-length cosine schedule).
 
     Attributes:
         history: ``{metric: [value per epoch]}`` over both phases, e.g.
             ``"loss"``, ``"val_accuracy"``, ``"val_pr_auc"``, ``"learning_rate"``.
-        epochs: 0-based epoch number of each history entry (continuous across phases).
+        epochs: 1-based epoch number of each history entry (continuous across phases).
         phases: ``"train"`` or ``"fine_tune"`` for each history entry.
-        best_epoch: 0-based number of the epoch with the lowest ``monitor``,
+        best_epoch: 1-based number of the epoch with the lowest ``monitor``,
             or ``None`` if no epoch ran.
         best_metrics: The validation metrics (``val_*``; the training ones
             when there was no validation data) of ``best_epoch``.
@@ -102,6 +113,12 @@ class TrainingResult:
         wall_time: Seconds spent in this call.
         replicas: Replicas of the model's distribution strategy (global batch
             is ``data.batch_size * replicas``).
+        kept_epoch: 1-based epoch whose weights the model holds after
+            :func:`fit`, or ``None`` if no epoch ran.
+        kept_reason: Why those weights, in words.
+        ema: Whether the weights are the optimizer's exponential moving
+            average (``use_ema=True``); the logged validation figures then
+            describe the averaged weights too.
     """
 
     history: dict[str, list[float]]
@@ -115,6 +132,70 @@ class TrainingResult:
     resumed: bool = False
     wall_time: float = 0.0
     replicas: int = 1
+    kept_epoch: int | None = None
+    kept_reason: str = ""
+    ema: bool = False
+
+    @property
+    def kept_metrics(self) -> dict[str, float]:
+        """The logged figures of :attr:`kept_epoch` (``val_*`` ones when there are some).
+
+        Returns:
+            ``{metric: value}``, empty if no epoch ran.
+        """
+        return self._metrics_of(self.kept_epoch)
+
+    def _metrics_of(self, epoch: int | None) -> dict[str, float]:
+        if epoch is None or epoch not in self.epochs:
+            return {}
+        position = self.epochs.index(epoch)
+        prefix = "val_" if any(key.startswith("val_") for key in self.history) else ""
+        names = [f"{prefix}{name}" for name in METRIC_NAMES]
+        names += sorted(
+            key
+            for key in self.history
+            if key not in names and key.startswith(prefix) and key not in _EXTRA_LOG_KEYS
+            if prefix or not key.startswith("val_")
+        )
+        return {key: self.history[key][position] for key in names if key in self.history}
+
+    def summary(self) -> str:
+        """Which weights the model holds, why, and their logged figures; then the best epoch.
+
+        Returns:
+            Two or three lines of plain text, e.g.
+            ``"kept the weights of epoch 7 of 12: the lowest val_loss, restored by
+            EarlyStopping"`` followed by that epoch's figures.
+        """
+        if self.kept_epoch is None:
+            return "no epoch ran"
+        total = self.epochs[-1] if self.epochs else self.kept_epoch
+        lines = [f"kept the weights of epoch {self.kept_epoch} of {total}: {self.kept_reason}"]
+        metrics = self.kept_metrics
+        label = "val" if any(key.startswith("val_") for key in metrics) else "train"
+        figures = "  ".join(
+            f"{key.removeprefix('val_')} {value:.4f}" for key, value in metrics.items()
+        )
+        lines.append(f"  {label}: {figures}")
+        if self.ema:
+            lines.append(
+                "  these are the optimizer's moving-average (EMA) weights, as are the "
+                "logged validation figures"
+            )
+        if self.best_epoch is not None and self.best_epoch != self.kept_epoch:
+            lines.append(
+                f"  the lowest {self.monitor} was at epoch {self.best_epoch}: "
+                f"{self.best_metrics.get(self.monitor, math.nan):.4f}"
+            )
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        metrics = ", ".join(f"{k}={v:.4f}" for k, v in self.kept_metrics.items())
+        return (
+            f"TrainingResult(epochs={len(self.epochs)}, kept_epoch={self.kept_epoch}, "
+            f"best_epoch={self.best_epoch}, monitor={self.monitor!r}, {metrics}, "
+            f"wall_time={self.wall_time:.1f}s)"
+        )
 
 
 # --------------------------------------------------------------------------- validation
@@ -421,7 +502,9 @@ def _build_callbacks(
         chosen += [
             extra
             for extra in run_state_callbacks(folder)
-            if not any(isinstance(c, type(extra)) for c in chosen) and isinstance(extra, kinds)
+            if not any(
+                isinstance(c, kind) for c in chosen for kind in kinds if isinstance(extra, kind)
+            )
         ]
     return chosen
 
@@ -451,6 +534,7 @@ def fit(
     fine_tune_learning_rate: float = 1e-5,
     seed: int | None = None,
     verbose: Literal["auto", 0, 1, 2] | int = "auto",
+    tensorboard_dir: str | os.PathLike[str] | None = None,
 ) -> TrainingResult:
     """Compile and train ``model`` on ``data``; optionally fine-tune its backbone.
 
@@ -507,7 +591,16 @@ def fit(
         fine_tune_learning_rate: Learning rate of the fine-tune phase.
         seed: Seed of Python, NumPy and TensorFlow (``keras.utils.set_random_seed``)
             so CPU runs repeat; ``None`` leaves the global seeds alone.
-        verbose: Keras' progress output: ``"auto"``, ``0``, ``1`` or ``2``.
+        verbose: Progress output (:class:`~cxr_pneumonia.training.progress.TrainingProgress`,
+            on standard output, in place of Keras' bar): ``0`` none; ``2`` one
+            compact line per epoch with the run's time left; ``1`` and
+            ``"auto"`` also redraw a live line during each epoch, on a
+            terminal only (plain lines in files and pipes). Unless ``0``, a
+            last line says which epoch's weights the model keeps and why
+            (:meth:`TrainingResult.summary`).
+        tensorboard_dir: Folder of TensorBoard logs (``keras.callbacks.TensorBoard``,
+            added to the callbacks); ``None`` for none. Needs the ``tensorboard``
+            extra (``pip install 'cxr-pneumonia[tensorboard]'``) to view them.
 
     Returns:
         A :class:`TrainingResult`.
@@ -518,6 +611,7 @@ def fit(
             ``fine_tune_epochs > 0`` for a model without a backbone).
         TrainingError: If callbacks monitor validation metrics the data lacks,
             or ``checkpoint_dir`` holds a run of another model.
+        ImportError: If ``tensorboard_dir`` is given and TensorBoard is not installed.
     """
     started = time.perf_counter()
     _check_model(model)
@@ -538,6 +632,7 @@ def fit(
         raise ValueError(msg)
     if seed is not None:
         _check_int("seed", seed, 0)
+    tensorboard = _tensorboard_callback(tensorboard_dir)
     has_validation = data.validation is not None
     if isinstance(callbacks, str) and callbacks != "default":
         msg = (
@@ -590,11 +685,21 @@ def fit(
         verbose = 0  # the chief shows the progress
 
     chosen = _build_callbacks(callbacks, folder, has_validation)
+    if tensorboard is not None:
+        chosen.append(tensorboard)
+    progress = None
+    if verbose != 0:
+        progress = TrainingProgress(
+            total_epochs=epochs + fine_tune_epochs,
+            live=None if verbose in ("auto", 1) else False,
+            monitor="val_loss" if has_validation else "loss",
+        )
     plan = [("train", epochs, learning_rate)]
     if fine_tune_epochs:
         plan.append(("fine_tune", fine_tune_epochs, fine_tune_learning_rate))
     epochs_run = 0
     offset = 0
+    kept: dict[str, Any] | None = None
     for index, (phase, phase_epochs, rate) in enumerate(plan):
         if phase == "fine_tune":
             set_backbone_trainable(model, True)
@@ -602,6 +707,7 @@ def fit(
         if status == "done" and folder is not None:
             _load_npz_weights(model, folder / f"after_{phase}.weights.npz")
             offset = _next_epoch([row for row in state["history"] if row["phase"] == phase])
+            kept = state.get("kept", {}).get(phase, kept)
             logger.info("phase %r already done; loaded its final weights", phase)
             continue
         if status is None and folder is not None:
@@ -620,6 +726,12 @@ def fit(
             float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)),
         )
         train = fit_multi_worker if multi_worker else _keras_fit
+        phase_callbacks = _with_run_state(chosen, recorder)
+        ema = _uses_ema(model.optimizer)
+        if ema:  # validate, checkpoint and keep the EMA weights, not the raw ones
+            phase_callbacks.insert(0, SwapInEMAWeights())
+        if progress is not None:
+            phase_callbacks.append(progress)
         try:
             train(
                 model,
@@ -628,16 +740,82 @@ def fit(
                 epochs=offset + phase_epochs,
                 initial_epoch=offset,
                 class_weight=weights,
-                callbacks=_with_run_state(chosen, recorder),
-                verbose=verbose,
+                callbacks=phase_callbacks,
+                verbose=0,  # TrainingProgress, not Keras' bar
             )
         except BaseException:
             _close_logs(chosen)  # Keras skips on_train_end when training is interrupted
             raise
         epochs_run += recorder.epochs_run
         offset = _next_epoch(state["history"])
+        if recorder.epochs_run:
+            kept = _kept_weights(chosen, state["history"], ema=ema)
+            state.setdefault("kept", {})[phase] = kept
+            recorder.save()
 
-    return _result(state["history"], has_validation, folder, epochs_run, resumed, started, replicas)
+    result = _result(
+        state["history"], has_validation, folder, epochs_run, resumed, started, replicas, kept
+    )
+    if progress is not None:
+        progress.write(result.summary())
+    return result
+
+
+def _uses_ema(optimizer: Any) -> bool:
+    inner = getattr(optimizer, "inner_optimizer", optimizer)
+    return bool(getattr(inner, "use_ema", False))
+
+
+def _tensorboard_callback(
+    tensorboard_dir: str | os.PathLike[str] | None,
+) -> keras.callbacks.Callback | None:
+    if tensorboard_dir is None:
+        return None
+    if not isinstance(tensorboard_dir, (str, os.PathLike)):
+        msg = f"fit tensorboard_dir must be a folder path or None; got {tensorboard_dir!r}"
+        raise ValueError(msg)
+    if importlib.util.find_spec("tensorboard") is None:
+        msg = (
+            "fit tensorboard_dir needs TensorBoard, which is not installed; install it with: "
+            "pip install 'cxr-pneumonia[tensorboard]'"
+        )
+        raise ImportError(msg)
+    return keras.callbacks.TensorBoard(log_dir=str(tensorboard_dir))
+
+
+def _kept_weights(
+    callbacks: Sequence[keras.callbacks.Callback], history: list[dict[str, Any]], *, ema: bool
+) -> dict[str, Any]:
+    """Which 0-based epoch's weights the model holds after a phase, and why."""
+    last = max(int(row["epoch"]) for row in history)
+    for callback in callbacks:
+        if isinstance(callback, keras.callbacks.EarlyStopping):
+            restored = callback.restore_best_weights and callback.best_weights is not None
+            if restored and callback.best_epoch is not None:
+                best = int(callback.best_epoch)
+                how = "best" if not callback.monitor.endswith("loss") else "lowest"
+                if best == last:
+                    reason = f"the last epoch, which had the {how} {callback.monitor}"
+                else:
+                    reason = (
+                        f"the {how} {callback.monitor}, restored by EarlyStopping "
+                        f"(epochs {best + 2}-{last + 1} did not improve on it)"
+                    )
+                return {"epoch": best, "reason": reason, "ema": ema}
+        if isinstance(callback, MultiMetricEarlyStopping):
+            restored = callback.restore_best_weights and callback.best_weights is not None
+            if restored and callback.best_epoch is not None:
+                targets = ", ".join(f"{k} {v:g}" for k, v in callback.targets.items())
+                reason = (
+                    f"the best epoch meeting every target ({targets}), restored by "
+                    "MultiMetricEarlyStopping"
+                )
+                return {"epoch": int(callback.best_epoch), "reason": reason, "ema": ema}
+    return {
+        "epoch": last,
+        "reason": "the last epoch (no callback restores an earlier one)",
+        "ema": ema,
+    }
 
 
 def _keras_fit(
@@ -684,7 +862,8 @@ def _trim_logs(callbacks: Sequence[keras.callbacks.Callback], offset: int) -> No
     restart = max(offset, state["epoch"]) if state is not None else offset
     for callback in callbacks:
         if isinstance(callback, keras.callbacks.CSVLogger) and callback.append:
-            _trim_csv(Path(callback.filename), restart, callback.sep)
+            first = 1 if isinstance(callback, EpochCSVLogger) else 0  # its epochs are 1-based
+            _trim_csv(Path(callback.filename), restart + first, callback.sep)
 
 
 def _trim_csv(path: Path, restart: int, separator: str) -> None:
@@ -721,6 +900,7 @@ def _result(
     resumed: bool,
     started: float,
     replicas: int,
+    kept: dict[str, Any] | None = None,
 ) -> TrainingResult:
     rows = sorted(rows, key=lambda row: row["epoch"])
     keys = sorted({key for row in rows for key in row} - {"epoch", "phase"})
@@ -732,7 +912,7 @@ def _result(
     finite = [(v, i) for i, v in enumerate(values) if math.isfinite(v)]
     if finite:
         position = min(finite)[1]
-        best_epoch = int(rows[position]["epoch"])
+        best_epoch = int(rows[position]["epoch"]) + 1
         prefix = "val_" if has_validation else ""
         best_metrics = {
             key: history[key][position]
@@ -754,7 +934,7 @@ def _result(
                 checkpoints[role] = folder / name
     return TrainingResult(
         history=history,
-        epochs=tuple(int(row["epoch"]) for row in rows),
+        epochs=tuple(int(row["epoch"]) + 1 for row in rows),
         phases=tuple(str(row["phase"]) for row in rows),
         best_epoch=best_epoch,
         best_metrics=best_metrics,
@@ -764,4 +944,7 @@ def _result(
         resumed=resumed,
         wall_time=time.perf_counter() - started,
         replicas=replicas,
+        kept_epoch=int(kept["epoch"]) + 1 if kept else None,
+        kept_reason=str(kept["reason"]) if kept else "",
+        ema=bool(kept.get("ema", False)) if kept else False,
     )
