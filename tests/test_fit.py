@@ -397,3 +397,14 @@ def test_tensorboard_dir_gets_event_files(data, tmp_path) -> None:
     fit(tiny_model(), data, epochs=1, callbacks=None, tensorboard_dir=tmp_path / "tb", verbose=0)
     events = list((tmp_path / "tb").rglob("events.out.tfevents.*"))
     assert {path.parent.name for path in events} == {"train", "validation"}
+
+
+def test_tensorboard_dir_without_tensorboard_says_how_to_install(data, monkeypatch) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard" else real(name)
+    )
+    with pytest.raises(ImportError, match=r"cxr-pneumonia\[tensorboard\]"):
+        fit(tiny_model(), data, epochs=1, tensorboard_dir="tb", verbose=0)

@@ -452,6 +452,76 @@ class EvaluationReport:
         ]
         return "\n".join(lines)
 
+    def to_text(self) -> str:
+        """The summary as plain text: aligned columns, no Markdown markup.
+
+        Returns:
+            Text for a log file or a pipe.
+        """
+        negative, positive = self.class_names
+        rows = [
+            (title, "n/a" if math.isnan(getattr(self, name)) else f"{getattr(self, name):.4f}")
+            for name, title in _METRIC_ROWS
+        ]
+        width = max(len(title) for title, _ in rows)
+        lines = [self._headline(), ""]
+        lines += [f"  {title.ljust(width)}  {value:>6}" for title, value in rows]
+        (tn, fp), (fn, tp) = self.confusion_matrix.tolist()
+        names = [negative, positive]
+        cells = [[str(tn), str(fp)], [str(fn), str(tp)]]
+        column = max(len(name) for name in [*names, *(c for row in cells for c in row)])
+        label = max(len("true \\ predicted"), *(len(name) for name in names))
+        lines += [
+            "",
+            "  "
+            + "true \\ predicted".ljust(label)
+            + "".join(f"  {name:>{column}}" for name in names),
+        ]
+        for name, row in zip(names, cells, strict=True):
+            lines.append("  " + name.ljust(label) + "".join(f"  {c:>{column}}" for c in row))
+        return "\n".join(lines)
+
+    def _headline(self) -> str:
+        negative, positive = self.class_names
+        return (
+            f"{self.n} images ({self.n_positive} {positive}, {self.n_negative} {negative}), "
+            f"threshold {self.threshold:.4f} ({positive} when score >= threshold)"
+        )
+
+    def __rich__(self) -> Any:
+        """A terminal rendering (``rich.console.Console().print(report)``): two tables."""
+        from rich import box
+        from rich.console import Group
+        from rich.table import Table
+        from rich.text import Text
+
+        negative, positive = self.class_names
+        metrics = Table(box=box.SIMPLE_HEAD)
+        metrics.add_column("metric")
+        metrics.add_column("value", justify="right")
+        for name, title in _METRIC_ROWS:
+            value = getattr(self, name)
+            metrics.add_row(title, "n/a" if math.isnan(value) else f"{value:.4f}")
+        (tn, fp), (fn, tp) = self.confusion_matrix.tolist()
+        confusion = Table(box=box.SIMPLE_HEAD)
+        confusion.add_column("true \\ predicted")
+        confusion.add_column(negative, justify="right")
+        confusion.add_column(positive, justify="right")
+        confusion.add_row(negative, str(tn), str(fp))
+        confusion.add_row(positive, str(fn), str(tp))
+        return Group(Text(self._headline(), style="bold"), metrics, confusion)
+
+    def __repr__(self) -> str:
+        (tn, fp), (fn, tp) = self.confusion_matrix.tolist()
+        figures = ", ".join(
+            f"{name}={getattr(self, name):.4f}"
+            for name in ("accuracy", "recall", "specificity", "roc_auc")
+        )
+        return (
+            f"EvaluationReport(n={self.n}, threshold={self.threshold:.4f}, {figures}, "
+            f"confusion_matrix=[[{tn}, {fp}], [{fn}, {tp}]])"
+        )
+
     def __str__(self) -> str:
         return self.to_markdown()
 

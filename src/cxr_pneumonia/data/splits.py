@@ -100,6 +100,15 @@ class DatasetSplits:
             raise ValueError(msg)
         return result
 
+    def __repr__(self) -> str:
+        sizes = {split: len(self.labels[split]) for split in SPLIT_NAMES if split in self.labels}
+        height, width = self.image_size
+        return (
+            f"DatasetSplits(source={self.source!r}, images={sizes}, "
+            f"image_size=({height}, {width}), color_mode={self.color_mode!r}, "
+            f"batch_size={self.batch_size}, seed={self.seed})"
+        )
+
     def summary(self) -> str:
         """A readable table of the splits: images, patients and classes.
 
