@@ -53,10 +53,12 @@ if TYPE_CHECKING:
     from cxr_pneumonia.shifts import apply_shift, list_shifts
     from cxr_pneumonia.training import (
         CrossValidationResult,
+        EnsembleTrainingResult,
         TrainingResult,
         callbacks,
         cross_validate,
         fit,
+        fit_ensemble,
     )
 
 # Public name -> the module that defines it (imported on first access).
@@ -66,6 +68,7 @@ _LAZY: dict[str, str] = {
     "CrossValidationResult": "cxr_pneumonia.training",
     "DatasetSource": "cxr_pneumonia.data",
     "DatasetSplits": "cxr_pneumonia.data",
+    "EnsembleTrainingResult": "cxr_pneumonia.training",
     "EvaluationReport": "cxr_pneumonia.evaluation",
     "Explanation": "cxr_pneumonia.explain",
     "Prediction": "cxr_pneumonia.predictor",
@@ -86,6 +89,7 @@ _LAZY: dict[str, str] = {
     "export_model": "cxr_pneumonia.export",
     "feature_maps": "cxr_pneumonia.explain",
     "fit": "cxr_pneumonia.training",
+    "fit_ensemble": "cxr_pneumonia.training",
     "get_source": "cxr_pneumonia.data",
     "list_datasets": "cxr_pneumonia.data",
     "list_models": "cxr_pneumonia.models",
@@ -113,6 +117,7 @@ __all__ = [
     "DatasetSplits",
     "DownloadError",
     "EnsembleError",
+    "EnsembleTrainingResult",
     "EvaluationReport",
     "Explanation",
     "InvalidImageError",
@@ -139,6 +144,7 @@ __all__ = [
     "export_model",
     "feature_maps",
     "fit",
+    "fit_ensemble",
     "get_source",
     "list_datasets",
     "list_models",

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -57,7 +57,12 @@ class _Member:
     what: str  # how error messages name it
 
 
-def ensemble(members: Sequence[EnsembleMember], *, name: str = "ensemble") -> keras.Model:
+def ensemble(
+    members: Sequence[EnsembleMember],
+    *,
+    name: str = "ensemble",
+    provenance: Sequence[Mapping[str, Any]] | None = None,
+) -> keras.Model:
     """Combine models with the same input spec into one model averaging their probabilities.
 
     Args:
@@ -68,6 +73,10 @@ def ensemble(members: Sequence[EnsembleMember], *, name: str = "ensemble") -> ke
             (sigmoid) or ``(N, 2)`` (softmax) probabilities.
         name: The Keras name of the returned model (and its bundle's default
             ``model_name``).
+        provenance: Optional extra JSON-ready fields for each member's record
+            (e.g. the seed and training history of a member trained in
+            memory), one mapping per member; they add to, and may not
+            replace, the fields taken from the member itself.
 
     Returns:
         A functional ``keras.Model`` with the members' input; its output is
@@ -82,6 +91,7 @@ def ensemble(members: Sequence[EnsembleMember], *, name: str = "ensemble") -> ke
             compared; a bare model is described from its input shape).
         BundleError: If a bundle folder does not load.
         TypeError: If a member is of an unsupported type.
+        ValueError: If ``provenance`` does not have one mapping per member.
 
     Example:
         >>> model = ensemble([model_a, "bundles/b"], name="cnn-small-x2")  # doctest: +SKIP
@@ -94,6 +104,10 @@ def ensemble(members: Sequence[EnsembleMember], *, name: str = "ensemble") -> ke
         got = 1 if isinstance(members, (str, os.PathLike, keras.Model)) else len(members)
         msg = f"an ensemble needs at least two members; got {got}. Pass a list of models or bundles"
         raise EnsembleError(msg)
+    extras = [dict(extra) for extra in provenance] if provenance is not None else None
+    if extras is not None and len(extras) != len(members):
+        msg = f"provenance has {len(extras)} entries for {len(members)} members; give one each"
+        raise ValueError(msg)
     resolved = [_resolve(member, index) for index, member in enumerate(members)]
     seen: dict[int, str] = {}
     for member in resolved:
@@ -122,13 +136,16 @@ def ensemble(members: Sequence[EnsembleMember], *, name: str = "ensemble") -> ke
     first_input = resolved[0].model.inputs[0]
     inputs = keras.Input(shape=tuple(first_input.shape[1:]), dtype=first_input.dtype, name="image")
     outputs = []
-    provenance = []
+    records: list[dict[str, Any]] = []
     for index, member in enumerate(resolved):
         layer_name = f"{MEMBER_PREFIX}{index}"
         nested = keras.Model(member.model.inputs[0], member.model.outputs[0], name=layer_name)
         outputs.append(nested(inputs))
-        provenance.append(_provenance(member, layer_name))
-    output = MemberMean(members=provenance, name="mean_of_members")(outputs)
+        record = _provenance(member, layer_name)
+        if extras is not None:
+            record = {**extras[index], **record}
+        records.append(record)
+    output = MemberMean(members=records, name="mean_of_members")(outputs)
     return keras.Model(inputs, output, name=name)
 
 

@@ -1,7 +1,16 @@
-"""Training: :func:`fit`, the callbacks, and :func:`cross_validate`."""
+"""Training: :func:`fit`, the callbacks, :func:`cross_validate` and :func:`fit_ensemble`."""
 
 from cxr_pneumonia.training import callbacks
 from cxr_pneumonia.training.crossval import CrossValidationResult, cross_validate
+from cxr_pneumonia.training.ensembling import EnsembleTrainingResult, fit_ensemble
 from cxr_pneumonia.training.fit import TrainingResult, fit
 
-__all__ = ["CrossValidationResult", "TrainingResult", "callbacks", "cross_validate", "fit"]
+__all__ = [
+    "CrossValidationResult",
+    "EnsembleTrainingResult",
+    "TrainingResult",
+    "callbacks",
+    "cross_validate",
+    "fit",
+    "fit_ensemble",
+]

@@ -1,0 +1,86 @@
+"""fit_ensemble: K seeds of a recipe, trained, averaged, resumable member by member."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from cxr_pneumonia.bundle import load_bundle
+from cxr_pneumonia.exceptions import EnsembleError
+from cxr_pneumonia.training import fit_ensemble
+from helpers_training import make_splits, tiny_model
+
+
+def build(seed: int) -> keras.Model:
+    return tiny_model(16, seed=seed, name="tiny")
+
+
+def test_members_differ_and_the_ensemble_is_their_mean(tmp_path: Path) -> None:
+    data = make_splits()
+    built: list[int] = []
+
+    def recording_build(seed: int) -> keras.Model:
+        built.append(seed)
+        return build(seed)
+
+    result = fit_ensemble(
+        recording_build,
+        data,
+        members=2,
+        seed=5,
+        tta=True,
+        epochs=1,
+        callbacks=None,
+        checkpoint_dir=tmp_path / "ckpt",
+        verbose=0,
+        name="tiny-x2",
+    )
+    assert built == [5, 6]
+    assert result.seeds == (5, 6)
+    assert result.model.name == "tiny-x2"
+    assert all(r is not None and r.epochs_run == 1 for r in result.results)
+    first, second = (m.get_weights() for m in result.members)
+    assert not np.allclose(first[0], second[0])  # different initial weights
+    x = np.asarray(data.images["validation"])
+    mean = np.mean([m.predict_on_batch(x) for m in result.members], axis=0)
+    np.testing.assert_allclose(result.model.predict_on_batch(x), mean, atol=1e-6)
+    records = result.model.get_layer("mean_of_members").members
+    assert [r["training"]["seed"] for r in records] == [5, 6]
+    assert all(r["training"]["epochs_run"] == 1 for r in records)
+    # Every finished member is a bundle in its checkpoint folder ...
+    for k in range(2):
+        _, metadata = load_bundle(tmp_path / "ckpt" / f"member-{k}" / "bundle")
+        assert metadata.training["seed"] == 5 + k
+    # ... and a rerun loads it instead of training again.
+    built.clear()
+    again = fit_ensemble(
+        recording_build,
+        data,
+        members=2,
+        seed=5,
+        tta=True,
+        epochs=1,
+        callbacks=None,
+        checkpoint_dir=tmp_path / "ckpt",
+        verbose=0,
+    )
+    assert built == []
+    assert again.results == (None, None)
+    np.testing.assert_allclose(
+        again.model.predict_on_batch(x), result.model.predict_on_batch(x), atol=1e-6
+    )
+    assert [r["training"]["seed"] for r in again.model.get_layer("mean_of_members").members] == [
+        5,
+        6,
+    ]
+
+
+def test_bad_options_are_refused() -> None:
+    data = make_splits()
+    with pytest.raises(EnsembleError, match="at least two members; got members=1"):
+        fit_ensemble(build, data, members=1)
+    with pytest.raises(EnsembleError, match="at least two members; got members=True"):
+        fit_ensemble(build, data, members=True)
