@@ -633,7 +633,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     weights = None if args.weights.lower() == "none" else args.weights
     channels = 1 if args.color_mode == "grayscale" else 3
     model = build_model(
-        args.model, input_shape=(*size, channels), weights=weights, dropout=args.dropout
+        args.model,
+        input_shape=(*size, channels),
+        weights=weights,
+        dropout=args.dropout,
+        seed=args.seed,
     )
     checkpoint_dir = args.checkpoint_dir or f"{out}.checkpoints"
     result = fit(

@@ -13,8 +13,10 @@ Later epochs and later runs memory-map that file; no image file is read again.
   optionally augmented on the fly.
 * :class:`~cxr_pneumonia.data.augment.Augmentation` (defined in
   :mod:`~cxr_pneumonia.data.augment`, re-exported here) holds the ranges of the
-  random augmentation, applied per batch. Augmentation is seeded: the same seed
-  gives the same batches, and every epoch gets fresh random parameters.
+  random augmentation, applied per batch. Shuffling and augmentation draw with
+  stateless ops keyed by ``(seed, epoch, batch)`` (see ``_keyed_epochs``): the
+  same seed gives the same batches in any process, whatever TensorFlow's global
+  seed, and every epoch gets a fresh order and fresh random parameters.
 
 TensorFlow is imported lazily, inside the functions that need it.
 """
@@ -82,7 +84,10 @@ def make_dataset(
     The pipeline walks *indices* (shuffled per epoch when asked), gathers each
     batch from ``images`` (a memory map of the cache is fine: it is not copied
     into the graph), augments it when asked, and prefetches. The same ``seed``
-    gives the same sequence of batches; every epoch is shuffled and augmented
+    gives the same sequence of batches, in any process and whatever
+    TensorFlow's global seed (the order and augmentation of epoch ``e`` are
+    drawn with stateless ops keyed by ``(seed, e)``, where ``e`` counts the
+    passes started over this dataset); every epoch is shuffled and augmented
     anew.
 
     Args:
@@ -149,24 +154,69 @@ def make_dataset(
         batch = tf.ensure_shape(batch, static_shape)
         return batch, tf.gather(label_tensor, index)
 
-    dataset = tf.data.Dataset.range(count)
-    if shuffle and count > 1:
-        dataset = dataset.shuffle(count, seed=seed, reshuffle_each_iteration=True)
-    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
-    if aug is not None and aug.enabled:
-        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-        dataset = tf.data.Dataset.zip(dataset, seeds)
+    aug = aug if aug is not None and aug.enabled else None
+    batches = count // batch_size if drop_remainder else -(-count // batch_size)
+    if not ((shuffle and count > 1) or aug is not None):
+        dataset = tf.data.Dataset.range(count).batch(batch_size, drop_remainder=drop_remainder)
+        dataset = dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        return dataset.prefetch(tf.data.AUTOTUNE)
+    dataset = _keyed_epochs(count, batch_size, drop_remainder, shuffle=shuffle, seed=seed)
+    if aug is not None:
 
-        def load_augmented(index: tf.Tensor, pair: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        def load_augmented(index: tf.Tensor, key: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
             batch, batch_labels = load(index)
-            return tf.ensure_shape(augment_batch(batch, pair, aug), static_shape), batch_labels
+            return tf.ensure_shape(augment_batch(batch, key, aug), static_shape), batch_labels
 
         dataset = dataset.map(
             load_augmented, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
         )
     else:
-        dataset = dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        dataset = dataset.map(
+            lambda index, _key: load(index), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+        )
+    dataset = dataset.apply(tf.data.experimental.assert_cardinality(batches))
     return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def _keyed_epochs(
+    count: int, batch_size: int, drop_remainder: bool, *, shuffle: bool, seed: int
+) -> tf.data.Dataset:
+    """Batches of indices with a random key per batch, both keyed by ``(seed, epoch, batch)``.
+
+    How randomness is keyed, kept apart from what is done with it: ``epoch``
+    counts the passes started over this dataset (0 for the first), so two
+    datasets made with the same ``seed`` give the same batches whatever
+    TensorFlow's global seed is. Every draw is a stateless op:
+
+    - the order of epoch ``e`` is ``stateless_shuffle`` keyed by
+      ``fold_in(fold_in(root, e), 0)``;
+    - batch ``b`` of epoch ``e`` gets the key ``fold_in(fold_in(fold_in(root, e), 1), b)``
+      (a ``[2]`` int64 seed for the stateless augmentation ops),
+
+    where ``root = [0, seed mod 2**63]``.
+
+    Returns:
+        A dataset of ``(indices, key)``: ``int64`` ``(batch,)`` and ``int64`` ``(2,)``.
+    """
+    import tensorflow as tf
+
+    fold_in = tf.random.experimental.stateless_fold_in
+    root = tf.constant([0, int(seed) % (1 << 63)], dtype=tf.int64)
+    # Incremented when an iterator over the dataset starts its first element.
+    started = tf.Variable(-1, dtype=tf.int64, trainable=False, name="epochs_started")
+
+    def one_epoch(epoch: tf.Tensor) -> tf.data.Dataset:
+        epoch_key = fold_in(root, epoch)
+        indices = tf.range(count, dtype=tf.int64)
+        if shuffle and count > 1:
+            indices = tf.random.experimental.stateless_shuffle(indices, seed=fold_in(epoch_key, 0))
+        batch_root = fold_in(epoch_key, 1)
+        batches = tf.data.Dataset.from_tensor_slices(indices).batch(
+            batch_size, drop_remainder=drop_remainder
+        )
+        return batches.enumerate().map(lambda b, index: (index, fold_in(batch_root, b)))
+
+    return tf.data.Dataset.range(1).map(lambda _: started.assign_add(1)).flat_map(one_epoch)
 
 
 def _check_augment(augment: Augmentation | bool) -> Augmentation | None:

@@ -340,6 +340,7 @@ def build_model(
     strategy: tf.distribute.Strategy | None = None,
     output: OutputKind | None = None,
     activation: str | None = None,
+    seed: int | None = None,
 ) -> keras.Model:
     """Build a registered model, ready to compile.
 
@@ -377,6 +378,11 @@ def build_model(
             ``cnn2``, ``cnn3``, ``cnn-kfold``, ``dense-kfold``): ``"relu"`` or
             ``"sigmoid"``; ``None`` for the spec's default. Refused for the
             other models.
+        seed: Seed of the random initial weights (and of the dropout layers'
+            seed generators): the same seed gives the same model. It seeds
+            Python, NumPy and TensorFlow globally
+            (``keras.utils.set_random_seed``) just before the model is built;
+            ``None`` leaves the global seeds alone.
 
     Returns:
         An uncompiled ``keras.Model`` with a float32 output: ``(N, 1)``
@@ -404,6 +410,9 @@ def build_model(
     if not isinstance(freeze_backbone, bool):
         msg = f"freeze_backbone={freeze_backbone!r} must be True or False"
         raise TypeError(msg)
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+        msg = f"seed={seed!r} must be an int >= 0 or None"
+        raise ValueError(msg)
     if strategy is None:
         from cxr_pneumonia.devices import select_strategy
 
@@ -430,6 +439,10 @@ def build_model(
         )
     if spec.layers:
         options.update(layers_spec=spec.layers, activation=hidden)
+    if seed is not None:
+        import keras
+
+        keras.utils.set_random_seed(seed)
     with strategy.scope():
         model = spec.builder(shape, name=spec.name, **options)
         if weights_path is not None:

@@ -533,6 +533,7 @@ def fit(
     fine_tune_epochs: int = 0,
     fine_tune_learning_rate: float = 1e-5,
     seed: int | None = None,
+    deterministic: bool = False,
     verbose: Literal["auto", 0, 1, 2] | int = "auto",
     tensorboard_dir: str | os.PathLike[str] | None = None,
 ) -> TrainingResult:
@@ -589,8 +590,15 @@ def fit(
         fine_tune_epochs: Epochs of a second phase with the backbone unfrozen
             (``0``: none). Needs a model with a pretrained backbone.
         fine_tune_learning_rate: Learning rate of the fine-tune phase.
-        seed: Seed of Python, NumPy and TensorFlow (``keras.utils.set_random_seed``)
-            so CPU runs repeat; ``None`` leaves the global seeds alone.
+        seed: Seed of Python, NumPy and TensorFlow (``keras.utils.set_random_seed``),
+            set before training; ``None`` leaves the global seeds alone. The
+            initial weights are drawn earlier, by ``build_model(..., seed=)``,
+            and the data order and augmentation by ``load_dataset(..., seed=)``.
+        deterministic: Switch TensorFlow to deterministic ops
+            (``tf.config.experimental.enable_op_determinism``) before training,
+            so that two runs with the same seeds, data and model give identical
+            weights, also in two processes (slower; needs ``seed``). The switch
+            is process-wide and stays on after ``fit`` returns.
         verbose: Progress output (:class:`~cxr_pneumonia.training.progress.TrainingProgress`,
             on standard output, in place of Keras' bar): ``0`` none; ``2`` one
             compact line per epoch with the run's time left; ``1`` and
@@ -633,6 +641,15 @@ def fit(
     if seed is not None:
         _check_int("seed", seed, 0)
     tensorboard = _tensorboard_callback(tensorboard_dir)
+    if not isinstance(deterministic, bool):
+        msg = f"fit deterministic must be True or False; got {deterministic!r}"
+        raise ValueError(msg)
+    if deterministic and seed is None:
+        msg = (
+            "fit deterministic=True needs a seed: without one, every run draws different "
+            "random numbers; pass seed=0 (or any int >= 0)"
+        )
+        raise ValueError(msg)
     has_validation = data.validation is not None
     if isinstance(callbacks, str) and callbacks != "default":
         msg = (
@@ -667,6 +684,10 @@ def fit(
     if resumed:
         logger.info("resuming the run in %s after %d epoch(s)", folder, len(state["history"]))
 
+    if deterministic:
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
     if seed is not None:
         keras.utils.set_random_seed(seed)
 
