@@ -494,6 +494,22 @@ def test_train_refuses_an_existing_bundle_before_training(
     assert (bundle / "metadata.json").read_bytes() == before
 
 
+def test_train_overwrite_refuses_a_folder_that_is_not_a_bundle(
+    run: Run, data_dir: Path, tmp_path: Path
+) -> None:
+    mine = tmp_path / "my-documents"
+    (mine / "tables").mkdir(parents=True)
+    (mine / "thesis.txt").write_text("years of work")
+    code, _, err = run(
+        "train", "--data-dir", data_dir, "--epochs", "1", "--out", mine, "--overwrite"
+    )
+    assert code == 1
+    assert "refusing to overwrite" in err
+    assert "without a bundle's metadata.json" in err
+    assert (mine / "thesis.txt").read_text() == "years of work"
+    assert (mine / "tables").is_dir()
+
+
 def test_train_unknown_model_exits_1_with_the_choices(
     run: Run, data_dir: Path, cache_dir: Path, tmp_path: Path
 ) -> None:

@@ -15,6 +15,7 @@ from cxr_pneumonia.exceptions import (
     DownloadError,
     EnsembleError,
     InvalidImageError,
+    OverwriteRefusedError,
     TrainingError,
     UnknownDatasetError,
     UnknownModelError,
@@ -32,6 +33,7 @@ EXPECTED_BUILTINS = {
     TrainingError: (RuntimeError,),
     BundleError: (ValueError,),
     EnsembleError: (ValueError,),
+    OverwriteRefusedError: (BundleError, ValueError),
 }
 
 

@@ -28,9 +28,10 @@ import dataclasses
 import hashlib
 import importlib
 import json
+import logging
 import os
+import re
 import shutil
-import tempfile
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -38,8 +39,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cxr_pneumonia._files import remove_debris
 from cxr_pneumonia._version import __version__
-from cxr_pneumonia.exceptions import BundleError
+from cxr_pneumonia.exceptions import BundleError, OverwriteRefusedError
 from cxr_pneumonia.images import channels_for, check_color_mode, check_image_size
 
 if TYPE_CHECKING:
@@ -51,11 +53,14 @@ __all__ = [
     "METADATA_FILE",
     "MODEL_FILE",
     "BundleMetadata",
+    "check_bundle_target",
     "load_bundle",
     "metadata_for_model",
     "read_metadata",
     "save_model",
 ]
+
+logger = logging.getLogger("cxr_pneumonia")
 
 BUNDLE_FORMAT_VERSION = 1
 """The bundle format this version writes; it reads this one and older ones."""
@@ -70,6 +75,7 @@ DEFAULT_CLASS_NAMES: tuple[str, str] = ("NORMAL", "PNEUMONIA")
 """Class names in output order: 0 = NORMAL, 1 = PNEUMONIA."""
 
 _CUSTOM_LAYERS_MODULE = "cxr_pneumonia.models.layers"
+_OLD_COPY = re.compile(r"^\.(?P<name>.+)\.old-[0-9a-f]{12}$")
 _CHUNK = 1 << 20
 
 
@@ -324,7 +330,8 @@ def save_model(
         metrics: Validation metrics to record (JSON-serialisable values).
         training: Training provenance (data source, seed, command, ...).
         model_name: Registry name; default: the Keras model's name.
-        overwrite: Replace an existing bundle at ``path``.
+        overwrite: Replace an existing *bundle* at ``path`` (a folder with a
+            bundle's ``metadata.json``); anything else there is refused.
 
     Returns:
         The bundle directory.
@@ -332,6 +339,9 @@ def save_model(
     Raises:
         BundleError: If ``path`` exists and ``overwrite`` is false, if
             ``metrics``/``training`` are not JSON-serialisable, or writing fails.
+        OverwriteRefusedError: If ``overwrite`` is true but ``path`` is not a
+            bundle (a file, a link, or a folder without a bundle's
+            ``metadata.json``); nothing is touched.
         ValueError: If an argument is invalid or contradicts the model.
 
     Example:
@@ -354,10 +364,9 @@ def save_model(
         except (TypeError, ValueError) as exc:
             msg = f"{key} must be JSON-serialisable (str, numbers, lists, dicts): {exc}"
             raise BundleError(msg) from None
-    if target.exists() and not overwrite:
-        msg = f"{target} already exists; pass overwrite=True to replace it, or choose another path"
-        raise BundleError(msg)
+    check_bundle_target(target, overwrite=overwrite)
     target.parent.mkdir(parents=True, exist_ok=True)
+    _remove_debris(target)
     # mkdir (not mkdtemp, which makes it 0700) so the bundle gets the umask's usual modes.
     tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:12]}"
     tmp.mkdir()
@@ -387,6 +396,77 @@ def save_model(
             raise BundleError(msg) from exc
         raise
     return target
+
+
+def check_bundle_target(path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+    """Check that :func:`save_model` may write a bundle at ``path``, before the work that makes it.
+
+    A path that does not exist is fine. An existing one is replaced only with
+    ``overwrite=True`` and only if it is a bundle: a real folder (not a link)
+    holding a ``metadata.json`` that parses as a bundle's (a JSON object with
+    ``format_version`` and ``input``). Anything else (a file, a folder of
+    someone's documents) is refused, so ``overwrite`` never deletes what
+    this library did not write. :func:`save_model` calls it; call it yourself
+    (as ``cxr-pneumonia train --out`` does) to fail before hours of training.
+
+    Args:
+        path: The bundle directory to write.
+        overwrite: Whether an existing bundle may be replaced.
+
+    Returns:
+        ``path`` as a ``Path``.
+
+    Raises:
+        BundleError: If ``path`` exists and ``overwrite`` is false.
+        OverwriteRefusedError: If ``overwrite`` is true but ``path`` is not a
+            bundle (the message says why).
+    """
+    target = Path(path)
+    if not os.path.lexists(target):
+        return target
+    if not overwrite:
+        msg = f"{target} already exists; pass overwrite=True to replace it, or choose another path"
+        raise BundleError(msg)
+    reason = _not_a_bundle(target)
+    if reason:
+        msg = (
+            f"refusing to overwrite {target}: {reason}. Overwrite only replaces a model bundle "
+            f"(a folder with the {MODEL_FILE} and {METADATA_FILE} written by save_model); move "
+            "it away or choose another path"
+        )
+        raise OverwriteRefusedError(msg)
+    return target
+
+
+def _not_a_bundle(target: Path) -> str:
+    """Why ``target`` is not a bundle, or ``""`` if it is one."""
+    if target.is_symlink():
+        return "it is a symbolic link, not a bundle folder"
+    if not target.is_dir():
+        return "it is a file, not a bundle folder"
+    meta = target / METADATA_FILE
+    if not meta.is_file() or meta.is_symlink():
+        return f"it is a folder without a bundle's {METADATA_FILE}"
+    try:
+        data = json.loads(meta.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return f"its {METADATA_FILE} is not valid JSON"
+    if not isinstance(data, dict) or "format_version" not in data or "input" not in data:
+        return f"its {METADATA_FILE} is not a bundle's (no format_version and input)"
+    return ""
+
+
+def _remove_debris(target: Path) -> None:
+    """Remove what killed saves to ``target`` left: ``.NAME.tmp-*`` and stale ``.NAME.old-*``."""
+    for path in remove_debris(target.parent, target.name):
+        logger.info("removed %s, left by an interrupted save", path)
+    if not target.is_dir():
+        return  # a `.NAME.old-*` may then be the only copy of the previous bundle: keep it
+    for entry in os.scandir(target.parent):
+        match = _OLD_COPY.match(entry.name)
+        if match and match["name"] == target.name and entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path, ignore_errors=True)
+            logger.info("removed %s, left by an interrupted overwrite", entry.path)
 
 
 def load_bundle(path: str | os.PathLike[str]) -> tuple[keras.Model, BundleMetadata]:
@@ -580,15 +660,17 @@ def _replace_dir(tmp: Path, target: Path, *, overwrite: bool) -> None:
     # Move the old bundle aside, move the new one in, then delete the old one:
     # at every moment `target` is either the complete old or the complete new bundle
     # (or, for an instant between the two renames, absent; never half-written).
-    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-    old.rmdir()
+    old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:12]}"
     os.rename(target, old)
     try:
         os.rename(tmp, target)
     except BaseException:
         os.rename(old, target)
         raise
-    shutil.rmtree(old, ignore_errors=True)
+    if old.is_dir() and not old.is_symlink():
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        old.unlink(missing_ok=True)
 
 
 def _import_custom_layers() -> None:

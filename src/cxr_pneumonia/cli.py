@@ -609,15 +609,16 @@ def _schedule_callbacks(args: argparse.Namespace) -> Any:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from cxr_pneumonia.bundle import save_model
+    from cxr_pneumonia.bundle import check_bundle_target, save_model
     from cxr_pneumonia.evaluation import choose_threshold, evaluate
     from cxr_pneumonia.models import build_model
     from cxr_pneumonia.training import fit
 
     out = Path(args.out)
-    if out.exists() and not args.overwrite:  # before hours of training, not after
+    if os.path.lexists(out) and not args.overwrite:  # before hours of training, not after
         msg = f"{out} already exists; pass --overwrite to replace it, or choose another --out"
         raise FileExistsError(msg)
+    check_bundle_target(out, overwrite=True)  # only a bundle may be overwritten
     size = (args.image_size, args.image_size)
     augmentation = _augmentation(args)
     data = _load_data(

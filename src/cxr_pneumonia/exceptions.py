@@ -14,6 +14,7 @@ so ``except ValueError`` keeps working::
     ├── WeightsUnavailableError (OSError)            pretrained weights can't be had
     ├── TrainingError (RuntimeError)                 training could not run as asked
     ├── BundleError (ValueError)                     model bundle missing, corrupt or too new
+    │   └── OverwriteRefusedError                    overwrite target is not a bundle
     └── EnsembleError (ValueError)                   models that can't be averaged together
 
 This module imports nothing else of the package.
@@ -29,6 +30,7 @@ __all__ = [
     "DownloadError",
     "EnsembleError",
     "InvalidImageError",
+    "OverwriteRefusedError",
     "TrainingError",
     "UnknownDatasetError",
     "UnknownModelError",
@@ -85,3 +87,7 @@ class BundleError(CXRPneumoniaError, ValueError):
 
 class EnsembleError(CXRPneumoniaError, ValueError):
     """Models can't be combined: their input size, color mode, class names or outputs differ."""
+
+
+class OverwriteRefusedError(BundleError):
+    """``overwrite=True`` was asked for a path that is not a model bundle; nothing was touched."""
