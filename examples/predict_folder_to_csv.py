@@ -1,7 +1,10 @@
 """Predict every image of a folder (recursively) and write the results as CSV.
 
-Unreadable files do not stop the run: they get a row with the reason in
-``error`` (``errors="skip"``), and the exit code is 1 when any failed::
+The columns are those of ``cxr-pneumonia predict --format csv`` (one writer,
+:func:`cxr_pneumonia.write_predictions_csv`): ``source, label, probability,
+threshold, error``. Unreadable files do not stop the run: they get a row with
+the reason in ``error`` (``errors="skip"``), and the exit code is 1 when any
+failed::
 
     python examples/predict_folder_to_csv.py ~/xrays --out predictions.csv
     python examples/predict_folder_to_csv.py ~/xrays --model bundles/cnn --threshold 0.3
@@ -12,11 +15,10 @@ Without ``--model`` the model shipped with the package is used.
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 from pathlib import Path
 
-from cxr_pneumonia import Predictor
+from cxr_pneumonia import Predictor, write_predictions_csv
 from cxr_pneumonia.images import IMAGE_EXTENSIONS
 
 
@@ -53,16 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     # One call: decoding runs in a thread pool and inference in batches.
     predictions = predictor.predict(files, errors="skip", threshold=args.threshold)
 
-    out = open(args.out, "w", newline="") if args.out else sys.stdout  # noqa: SIM115
-    try:
-        writer = csv.writer(out)
-        writer.writerow(["file", "label", "probability", "threshold", "error"])
-        for p in predictions:
-            probability = "" if p.probability is None else f"{p.probability:.6f}"
-            writer.writerow([p.source, p.label or "", probability, p.threshold, p.error or ""])
-    finally:
-        if out is not sys.stdout:
-            out.close()
+    # The same CSV format as `cxr-pneumonia predict --format csv`.
+    write_predictions_csv(predictions, args.out or sys.stdout)
     failed = sum(not p.ok for p in predictions)
     print(f"{len(predictions) - failed} predicted, {failed} failed", file=sys.stderr)
     return 1 if failed else 0

@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from cxr_pneumonia.export import export_model
     from cxr_pneumonia.images import load_image, prepare_image, resize_image
     from cxr_pneumonia.models import build_model, list_models
+    from cxr_pneumonia.predictions_csv import write_predictions_csv
     from cxr_pneumonia.predictor import Prediction, Predictor
     from cxr_pneumonia.robustness import ShiftReport, ShiftResult, shift_report
     from cxr_pneumonia.shifts import apply_shift, list_shifts
@@ -104,6 +105,7 @@ _LAZY: dict[str, str] = {
     "save_model": "cxr_pneumonia.bundle",
     "select_strategy": "cxr_pneumonia.devices",
     "shift_report": "cxr_pneumonia.robustness",
+    "write_predictions_csv": "cxr_pneumonia.predictions_csv",
 }
 
 __all__ = [
@@ -160,6 +162,7 @@ __all__ = [
     "save_model",
     "select_strategy",
     "shift_report",
+    "write_predictions_csv",
 ]
 
 

@@ -20,11 +20,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import dataclasses
 import glob
 import importlib
-import io
 import json
 import logging
 import os
@@ -500,11 +498,11 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         reason = str(p.error)
         # Image errors already start with the file's name; don't say it twice.
         _error(reason if reason.startswith(str(p.source)) else f"{p.source}: {reason}")
-    _write_predictions(records, args.format)
+    _write_predictions(predictions, records, args.format)
     return EXIT_FAILED if failed or unmatched else EXIT_OK
 
 
-def _write_predictions(records: list[dict[str, Any]], fmt: str) -> None:
+def _write_predictions(predictions: list[Any], records: list[dict[str, Any]], fmt: str) -> None:
     if fmt == "json":
         print(json.dumps(records, indent=2))
         return
@@ -519,11 +517,9 @@ def _write_predictions(records: list[dict[str, Any]], fmt: str) -> None:
         for r in records
     ]
     if fmt == "csv":
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-        sys.stdout.write(buffer.getvalue())
+        from cxr_pneumonia.predictions_csv import write_predictions_csv
+
+        write_predictions_csv(predictions, sys.stdout)  # the one CSV format
         return
     table = [["source", "label", "probability"]]
     table += [
