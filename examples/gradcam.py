@@ -15,7 +15,7 @@ import argparse
 import numpy as np
 
 from cxr_pneumonia import Predictor, feature_maps
-from cxr_pneumonia.explain import conv_layer_names
+from cxr_pneumonia.gradcam import conv_layer_names
 
 
 def main(argv: list[str] | None = None) -> None:

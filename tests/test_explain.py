@@ -9,14 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cxr_pneumonia.explain import (
-    Explanation,
-    conv_layer_names,
-    explain,
-    feature_maps,
-    jet_colormap,
-)
-from cxr_pneumonia.predictor import Prediction, Predictor
+from cxr_pneumonia.gradcam import conv_layer_names, grad_cam, jet_colormap, layer_outputs
+from cxr_pneumonia.images import prepare_image
+from cxr_pneumonia.predictor import Explanation, Prediction, Predictor, explain, feature_maps
 
 
 def tiny_model() -> keras.Model:
@@ -97,6 +92,36 @@ def test_feature_maps(predictor: Predictor) -> None:
     assert list(only) == ["conv2_relu"]
     assert only["conv2_relu"].min() >= 0
     assert conv_layer_names(predictor.model) == ["conv1", "conv2"]
+
+
+def test_gradcam_works_on_a_model_and_a_prepared_batch(predictor: Predictor) -> None:
+    batch = np.stack([prepare_image(image(i), size=(32, 32)) for i in range(3)])
+    cams = grad_cam(predictor.model, batch, class_index=1)
+    assert cams.shape == (3, 28, 28)
+    assert cams.dtype == np.float32
+    # one image at a time gives the same heatmaps as the batch
+    for i in range(3):
+        alone = grad_cam(predictor.model, batch[i : i + 1], class_index=1)[0]
+        np.testing.assert_allclose(alone, cams[i], atol=1e-5)
+    # the other class's evidence is another map
+    other = grad_cam(predictor.model, batch, class_index=0)
+    assert np.abs(other - cams).max() > 0.1
+    maps = layer_outputs(predictor.model, batch, layers=["conv1"])
+    assert maps["conv1"].shape == (3, 30, 30, 4)
+    with pytest.raises(ValueError, match="class_index must be 0 or 1"):
+        grad_cam(predictor.model, batch, class_index=2)
+
+
+def test_explain_uses_the_predicted_class(predictor: Predictor) -> None:
+    x = image(0)
+    result = predictor.explain(x)
+    batch = prepare_image(x, size=(32, 32))[np.newaxis]
+    index = predictor.class_names.index(result.prediction.label)
+    cam = grad_cam(predictor.model, batch, class_index=index)[0]
+    expected = np.asarray(
+        Image.fromarray(cam).resize((56, 40), resample=Image.Resampling.BILINEAR)
+    ).clip(0, 1)
+    np.testing.assert_allclose(result.heatmap, expected / expected.max(), atol=1e-5)
 
 
 def test_jet_colormap() -> None:

@@ -10,9 +10,8 @@ import pytest
 
 from conftest import synthetic_xray
 from cxr_pneumonia.bundle import load_bundle, save_model
-from cxr_pneumonia.explain import explain, feature_maps
 from cxr_pneumonia.models import build_model, with_flip_tta
-from cxr_pneumonia.predictor import Predictor
+from cxr_pneumonia.predictor import Predictor, explain, feature_maps
 
 
 @pytest.fixture(scope="module")

@@ -45,12 +45,11 @@ if TYPE_CHECKING:
     from cxr_pneumonia.devices import device_info, select_strategy
     from cxr_pneumonia.ensembles import ensemble
     from cxr_pneumonia.evaluation import EvaluationReport, choose_threshold, evaluate
-    from cxr_pneumonia.explain import Explanation, explain, feature_maps
     from cxr_pneumonia.export import export_model
     from cxr_pneumonia.images import load_image, prepare_image, resize_image
     from cxr_pneumonia.models import build_model, list_models
     from cxr_pneumonia.predictions_csv import write_predictions_csv
-    from cxr_pneumonia.predictor import Prediction, Predictor
+    from cxr_pneumonia.predictor import Explanation, Prediction, Predictor, explain, feature_maps
     from cxr_pneumonia.robustness import ShiftReport, ShiftResult, shift_report
     from cxr_pneumonia.shifts import apply_shift, list_shifts
     from cxr_pneumonia.training import (
@@ -72,7 +71,7 @@ _LAZY: dict[str, str] = {
     "DatasetSplits": "cxr_pneumonia.data",
     "EnsembleTrainingResult": "cxr_pneumonia.training",
     "EvaluationReport": "cxr_pneumonia.evaluation",
-    "Explanation": "cxr_pneumonia.explain",
+    "Explanation": "cxr_pneumonia.predictor",
     "Prediction": "cxr_pneumonia.predictor",
     "Predictor": "cxr_pneumonia.predictor",
     "ShiftReport": "cxr_pneumonia.robustness",
@@ -87,9 +86,9 @@ _LAZY: dict[str, str] = {
     "device_info": "cxr_pneumonia.devices",
     "ensemble": "cxr_pneumonia.ensembles",
     "evaluate": "cxr_pneumonia.evaluation",
-    "explain": "cxr_pneumonia.explain",
+    "explain": "cxr_pneumonia.predictor",
     "export_model": "cxr_pneumonia.export",
-    "feature_maps": "cxr_pneumonia.explain",
+    "feature_maps": "cxr_pneumonia.predictor",
     "fit": "cxr_pneumonia.training",
     "fit_ensemble": "cxr_pneumonia.training",
     "get_source": "cxr_pneumonia.data",

@@ -543,7 +543,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     if out.suffix.lower() not in (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"):
         msg = f"--out {out}: give an image file name such as heatmap.png"
         raise ValueError(msg)
-    from cxr_pneumonia.explain import explain
+    from cxr_pneumonia.predictor import explain
 
     predictor = _load_predictor(args.model)
     explanation = explain(predictor, args.input, layer=args.layer, alpha=args.alpha)
@@ -582,7 +582,7 @@ def _optimizer(args: argparse.Namespace) -> Any:
     """The optimizer name, or an instance when weight decay or EMA is asked for."""
     if not args.weight_decay and not args.ema:
         return args.optimizer
-    from cxr_pneumonia.training.fit import OPTIMIZERS
+    from cxr_pneumonia.training.options import OPTIMIZERS
 
     options: dict[str, Any] = {"learning_rate": args.learning_rate, "use_ema": args.ema}
     if args.weight_decay:

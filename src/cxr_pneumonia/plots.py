@@ -367,7 +367,7 @@ def plot_feature_maps(
 
     Args:
         feature_maps: Activations by layer name, each ``(H, W, C)`` or
-            ``(1, H, W, C)`` (e.g. what ``feature_maps`` of the explain
+            ``(1, H, W, C)`` (e.g. what ``feature_maps`` of the predictor
             module returns for one image).
         path: Where to save the figure as a PNG; ``None`` saves nothing.
         max_channels: Channels drawn per layer (the first ones).

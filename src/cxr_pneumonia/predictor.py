@@ -26,6 +26,10 @@ thread pool (Pillow releases the GIL), the decoded images are batched, and each
 batch goes through one compiled TensorFlow function with a fixed input signature
 ``(None, H, W, C) uint8``, traced once per :class:`Predictor`. A Predictor can be
 shared by many threads.
+
+:meth:`Predictor.explain` (and :func:`explain`) shows why with Grad-CAM:
+the image is decoded once, scored, and :mod:`cxr_pneumonia.gradcam` computes
+the heatmap of the predicted class on that same prepared batch.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, overload
 
 import numpy as np
@@ -45,14 +49,27 @@ from PIL import Image
 
 from cxr_pneumonia.bundle import BundleMetadata, load_bundle, metadata_for_model
 from cxr_pneumonia.exceptions import BundleError, InvalidImageError
-from cxr_pneumonia.images import DEFAULT_MAX_PIXELS, ImageInput, prepare_image
+from cxr_pneumonia.gradcam import (
+    grad_cam,
+    layer_outputs,
+    layer_paths,
+    overlay,
+    resize_heatmap,
+    resolve_layer,
+)
+from cxr_pneumonia.images import DEFAULT_MAX_PIXELS, ImageInput, load_image, prepare_image
 
 if TYPE_CHECKING:
     import keras
 
-    from cxr_pneumonia.explain import Explanation
-
-__all__ = ["Prediction", "Predictor", "PredictorInput"]
+__all__ = [
+    "Explanation",
+    "Prediction",
+    "Predictor",
+    "PredictorInput",
+    "explain",
+    "feature_maps",
+]
 
 Errors = Literal["raise", "skip"]
 
@@ -89,6 +106,26 @@ class Prediction:
     def ok(self) -> bool:
         """Whether the input was predicted (``error`` is ``None``)."""
         return self.error is None
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """A Grad-CAM explanation of one prediction.
+
+    Attributes:
+        prediction: The prediction explained.
+        heatmap: ``float32`` array ``(height, width)`` in ``[0, 1]`` at the input
+            image's own size: where the evidence for the predicted class lies.
+        overlay: The input image (RGB) with the heatmap blended in a jet
+            colormap.
+        layer: Name of the layer whose activations were used (``"outer/inner"``
+            for a layer inside a nested model).
+    """
+
+    prediction: Prediction
+    heatmap: np.ndarray = field(repr=False, compare=False)
+    overlay: Image.Image = field(repr=False, compare=False)
+    layer: str
 
 
 class Predictor:
@@ -159,7 +196,6 @@ class Predictor:
         self._outputs = _output_width(model)
         self._executor: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
-        self._explainers: dict[Any, Any] = {}
 
         input_dtype = str(getattr(model.inputs[0], "dtype", "float32") or "float32")
         spec = tf.TensorSpec([None, *metadata.input_shape], tf.uint8, name="images")
@@ -332,23 +368,84 @@ class Predictor:
         ]
         return np.concatenate(chunks)
 
-    def explain(self, x: ImageInput, *, layer: str | None = None) -> Explanation:
-        """Grad-CAM for one image; see :func:`cxr_pneumonia.explain.explain`.
+    def explain(
+        self, x: ImageInput, *, layer: str | None = None, alpha: float = 0.4
+    ) -> Explanation:
+        """Grad-CAM heatmap for one image.
+
+        The heatmap shows the evidence for the *predicted* class (the gradient
+        of the PNEUMONIA probability ``p`` when the label is PNEUMONIA, of
+        ``1 - p`` otherwise), computed by :func:`cxr_pneumonia.gradcam.grad_cam`
+        on the very batch that was scored.
 
         Args:
-            x: One image input.
-            layer: Convolutional layer name; default: the last one.
+            x: One image input (path, bytes, binary file object, PIL image,
+                array, DICOM file).
+            layer: Name of a layer with 4-D output (``"inner"`` or
+                ``"outer/inner"``); default: the last convolutional stage.
+            alpha: Opacity of the heat colors in the overlay, in ``[0, 1]``.
 
         Returns:
-            The :class:`~cxr_pneumonia.explain.Explanation`.
+            The :class:`Explanation`.
 
         Raises:
             InvalidImageError: If ``x`` is not a usable image.
-            ValueError: If ``layer`` is not a convolutional layer of the model.
-        """
-        from cxr_pneumonia.explain import explain
+            ValueError: If ``layer`` is unknown or not convolutional (the
+                message lists the model's convolutional layers), or ``alpha``
+                is invalid.
 
-        return explain(self, x, layer=layer)
+        Example:
+            >>> result = predictor.explain("xray.jpeg")  # doctest: +SKIP
+            >>> result.overlay.save("xray-gradcam.png")  # doctest: +SKIP
+        """
+        if not 0.0 <= float(alpha) <= 1.0:
+            msg = f"alpha must be in [0, 1], got {alpha!r}"
+            raise ValueError(msg)
+        path = resolve_layer(self.model, layer)
+        data, name = _rereadable(x)
+        original = load_image(
+            data, color_mode=self.color_mode, max_pixels=self.max_pixels, name=name
+        )
+        batch = self._prepare(data, name)[np.newaxis]
+        probability = float(self._probabilities(batch)[0])
+        prediction = self._prediction(probability, self.threshold, name if name is not None else 0)
+        positive = prediction.label == self.class_names[self._positive]
+        class_index = self._positive if positive else self._negative
+        cam = grad_cam(self.model, batch, class_index=class_index, layer=path)[0]
+        heatmap = resize_heatmap(cam, original.shape[:2])
+        return Explanation(
+            prediction=prediction,
+            heatmap=heatmap,
+            overlay=overlay(original, heatmap, alpha=float(alpha)),
+            layer=path,
+        )
+
+    def feature_maps(
+        self, x: ImageInput, *, layers: Sequence[str] | None = None
+    ) -> dict[str, np.ndarray]:
+        """Activations of convolutional layers for one image.
+
+        Args:
+            x: One image input.
+            layers: Layer names (``"inner"`` or ``"outer/inner"``); default:
+                every convolution of the model, in order.
+
+        Returns:
+            ``{layer name: float32 array (h, w, channels)}`` in model order.
+
+        Raises:
+            InvalidImageError: If ``x`` is not a usable image.
+            ValueError: If a layer is unknown or has no 4-D output.
+        """
+        paths = layer_paths(self.model, layers)
+        if not paths:
+            return {}
+        data, name = _rereadable(x)
+        batch = self._prepare(data, name)[np.newaxis]
+        return {
+            path: values[0]
+            for path, values in layer_outputs(self.model, batch, layers=paths).items()
+        }
 
     def close(self) -> None:
         """Shut down the decoding threads (they restart if the Predictor is used again)."""
@@ -369,7 +466,7 @@ class Predictor:
             f"color_mode={self.color_mode!r}, threshold={self.threshold:g})"
         )
 
-    # --- internals (also used by cxr_pneumonia.explain) ------------------------------
+    # --- internals -------------------------------------------------------------------
 
     def _prepare(self, item: ImageInput, name: str | None = None) -> np.ndarray:
         """Decode and resize one input exactly as training does."""
@@ -438,6 +535,95 @@ class Predictor:
                 yield sources[start:stop], [decode(i) for i in range(start, stop)]
             return
         yield from _windowed(self._pool(), decode, len(items), self.batch_size, sources)
+
+
+# --- explaining a model or a Predictor ---------------------------------------------------
+
+
+def explain(
+    model_or_predictor: Predictor | keras.Model,
+    x: ImageInput,
+    *,
+    layer: str | None = None,
+    alpha: float = 0.4,
+) -> Explanation:
+    """Grad-CAM heatmap for one image; see :meth:`Predictor.explain`.
+
+    The heatmap shows the evidence for the *predicted* class (the gradient of
+    the PNEUMONIA probability ``p`` when the label is PNEUMONIA, of ``1 - p``
+    otherwise).
+
+    Args:
+        model_or_predictor: A :class:`Predictor` (preferred: it knows the input
+            size, color mode, threshold and class names of the bundle) or a bare
+            Keras model (described from its input shape, threshold 0.5).
+        x: One image input (path, bytes, binary file object, PIL image, array,
+            DICOM file).
+        layer: Name of a layer with 4-D output (``"inner"`` or
+            ``"outer/inner"``); default: the last convolutional stage.
+        alpha: Opacity of the heat colors in the overlay, in ``[0, 1]``.
+
+    Returns:
+        The :class:`Explanation`.
+
+    Raises:
+        InvalidImageError: If ``x`` is not a usable image.
+        ValueError: If ``layer`` is unknown or not convolutional (the message
+            lists the model's convolutional layers), or ``alpha`` is invalid.
+
+    Example:
+        >>> result = explain(predictor, "xray.jpeg")  # doctest: +SKIP
+        >>> result.overlay.save("xray-gradcam.png")  # doctest: +SKIP
+    """
+    return _as_predictor(model_or_predictor).explain(x, layer=layer, alpha=alpha)
+
+
+def feature_maps(
+    model_or_predictor: Predictor | keras.Model,
+    x: ImageInput,
+    *,
+    layers: Sequence[str] | None = None,
+) -> dict[str, np.ndarray]:
+    """Activations of convolutional layers for one image; see :meth:`Predictor.feature_maps`.
+
+    Args:
+        model_or_predictor: A :class:`Predictor` or a Keras model.
+        x: One image input.
+        layers: Layer names (``"inner"`` or ``"outer/inner"``); default: every
+            convolution of the model, in order.
+
+    Returns:
+        ``{layer name: float32 array (h, w, channels)}`` in model order.
+
+    Raises:
+        InvalidImageError: If ``x`` is not a usable image.
+        ValueError: If a layer is unknown or has no 4-D output.
+    """
+    return _as_predictor(model_or_predictor).feature_maps(x, layers=layers)
+
+
+def _as_predictor(model_or_predictor: Any) -> Predictor:
+    if isinstance(model_or_predictor, Predictor):
+        return model_or_predictor
+    import keras
+
+    if isinstance(model_or_predictor, keras.Model):
+        return Predictor(model_or_predictor, num_workers=1)
+    msg = f"expected a Predictor or a Keras model, got {type(model_or_predictor).__name__}"
+    raise TypeError(msg)
+
+
+def _rereadable(x: ImageInput) -> tuple[Any, str | None]:
+    """Return an input that can be decoded twice, and its path if it is one."""
+    if isinstance(x, (str, os.PathLike)):
+        return x, os.fspath(x)
+    if not isinstance(x, (bytes, bytearray, memoryview, Image.Image, np.ndarray)):
+        read = getattr(x, "read", None)
+        if callable(read):
+            data = read()
+            # Text or odd file objects: let prepare_image name the problem.
+            return (data, None) if isinstance(data, (bytes, bytearray, memoryview)) else (x, None)
+    return x, None
 
 
 # --- helpers ---------------------------------------------------------------------------

@@ -1,11 +1,12 @@
-"""Why did the model say that? Grad-CAM heatmaps and convolutional feature maps.
+"""Grad-CAM heatmaps and convolutional feature maps of a Keras model on a prepared batch.
 
-:func:`explain` computes Grad-CAM (Selvaraju et al., "Grad-CAM: Visual
+:func:`grad_cam` computes Grad-CAM (Selvaraju et al., "Grad-CAM: Visual
 Explanations from Deep Networks via Gradient-based Localization", ICCV 2017,
-doi:10.1109/ICCV.2017.74): the gradient of the predicted class's probability
-with respect to a convolutional layer's activations, averaged over space, weighs
-that layer's channels; the ReLU of the weighted sum, normalised to ``[0, 1]`` and
-resized to the input image's own size, is the heatmap.
+doi:10.1109/ICCV.2017.74): the gradient of a class's probability with respect
+to a convolutional layer's activations, averaged over space, weighs that
+layer's channels; the ReLU of the weighted sum, normalised to ``[0, 1]``, is
+the heatmap (at the layer's resolution; :func:`resize_heatmap` brings it to an
+image's size and :func:`overlay` blends it in).
 
 The layer defaults to the *last convolutional stage* of the model: the last layer
 with a 4-D output that is a convolution or an element-wise layer after one
@@ -14,177 +15,173 @@ too, so a pretrained backbone nested as a sub-model (``"backbone"``) is handled:
 the gradient model is rebuilt by re-running the outer model's layers, calling a
 version of the backbone that also returns the chosen inner activation.
 
-:func:`feature_maps` returns the activations of the convolutional layers for one
-image; ``cxr_pneumonia.plots`` draws them.
+:func:`layer_outputs` returns the activations of convolutional layers;
+``cxr_pneumonia.plots`` draws them.
 
-Both accept a :class:`~cxr_pneumonia.Predictor` (preferred: it knows the input
-size, color mode, threshold and class names of the bundle) or a bare Keras model
-(described from its input shape, threshold 0.5).
+Everything here works on a Keras model and a batch already prepared for it
+(``uint8`` images at the model's input size, as
+:func:`~cxr_pneumonia.images.prepare_image` makes them): it knows no
+Predictor. :meth:`Predictor.explain <cxr_pneumonia.predictor.Predictor.explain>`
+and :func:`cxr_pneumonia.explain` decode the image once and call these.
 """
 
 from __future__ import annotations
 
-import os
+import threading
+import weakref
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
 
-from cxr_pneumonia.images import ImageInput, load_image
-from cxr_pneumonia.predictor import Prediction, Predictor
-
 if TYPE_CHECKING:
     import keras
 
-__all__ = ["Explanation", "conv_layer_names", "explain", "feature_maps", "jet_colormap"]
+__all__ = [
+    "conv_layer_names",
+    "grad_cam",
+    "jet_colormap",
+    "layer_outputs",
+    "layer_paths",
+    "overlay",
+    "resize_heatmap",
+    "resolve_layer",
+]
+
+_TAPS: weakref.WeakKeyDictionary[Any, dict[tuple[str, ...], Any]] = weakref.WeakKeyDictionary()
+_TAPS_LOCK = threading.Lock()
 
 
-@dataclass(frozen=True)
-class Explanation:
-    """A Grad-CAM explanation of one prediction.
-
-    Attributes:
-        prediction: The prediction explained.
-        heatmap: ``float32`` array ``(height, width)`` in ``[0, 1]`` at the input
-            image's own size: where the evidence for the predicted class lies.
-        overlay: The input image (RGB) with the heatmap blended in a jet
-            colormap.
-        layer: Name of the layer whose activations were used (``"outer/inner"``
-            for a layer inside a nested model).
-    """
-
-    prediction: Prediction
-    heatmap: np.ndarray = field(repr=False, compare=False)
-    overlay: Image.Image = field(repr=False, compare=False)
-    layer: str
-
-
-def explain(
-    model_or_predictor: Predictor | keras.Model,
-    x: ImageInput,
+def grad_cam(
+    model: keras.Model,
+    batch: np.ndarray,
     *,
+    class_index: int,
     layer: str | None = None,
-    alpha: float = 0.4,
-) -> Explanation:
-    """Grad-CAM heatmap for one image.
-
-    The heatmap shows the evidence for the *predicted* class (the gradient of
-    the PNEUMONIA probability ``p`` when the label is PNEUMONIA, of ``1 - p``
-    otherwise).
+) -> np.ndarray:
+    """Grad-CAM heatmaps of one class for a prepared batch.
 
     Args:
-        model_or_predictor: A :class:`~cxr_pneumonia.Predictor` or a Keras model.
-        x: One image input (path, bytes, binary file object, PIL image, array,
-            DICOM file).
+        model: A binary classifier: sigmoid ``(N, 1)`` output (the probability
+            of class 1) or softmax ``(N, 2)``.
+        batch: Images ``(N, H, W, C)`` prepared for ``model`` (``uint8``).
+        class_index: The class whose evidence is shown (its index in the
+            model's output order).
         layer: Name of a layer with 4-D output (``"inner"`` or
             ``"outer/inner"``); default: the last convolutional stage.
-        alpha: Opacity of the heat colors in the overlay, in ``[0, 1]``.
 
     Returns:
-        The :class:`Explanation`.
+        ``float32`` array ``(N, h, w)`` in ``[0, 1]`` at the layer's
+        resolution (all zeros where no evidence was found).
 
     Raises:
-        InvalidImageError: If ``x`` is not a usable image.
         ValueError: If ``layer`` is unknown or not convolutional (the message
-            lists the model's convolutional layers), or ``alpha`` is invalid.
-
-    Example:
-        >>> result = explain(predictor, "xray.jpeg")
-        >>> result.overlay.save("xray-gradcam.png")
+            lists the model's convolutional layers), or ``class_index`` is not
+            0 or 1.
     """
     import tensorflow as tf
 
-    if not 0.0 <= float(alpha) <= 1.0:
-        msg = f"alpha must be in [0, 1], got {alpha!r}"
+    if isinstance(class_index, bool) or class_index not in (0, 1):
+        msg = f"class_index must be 0 or 1 for a binary classifier, got {class_index!r}"
         raise ValueError(msg)
-    predictor = _as_predictor(model_or_predictor)
-    path, _ = _resolve_layer(predictor.model, layer)
-    grad_model = _cached_tap(predictor, (path,))
-    data, name = _rereadable(x)
-    original = load_image(
-        data, color_mode=predictor.color_mode, max_pixels=predictor.max_pixels, name=name
-    )
-    prepared = predictor._prepare(data, name)
-    batch = prepared[np.newaxis]
-    probability = float(predictor._probabilities(batch)[0])
-    source: str | int = name if name is not None else 0
-    prediction = predictor._prediction(probability, predictor.threshold, source)
-    positive = prediction.label == predictor.class_names[predictor._positive]
-
-    inputs = tf.cast(tf.convert_to_tensor(batch), _input_dtype(predictor.model))
+    path = resolve_layer(model, layer)
+    grad_model = _cached_tap(model, (path,))
+    inputs = tf.cast(tf.convert_to_tensor(batch), _input_dtype(model))
     with tf.GradientTape() as tape:
         activations, outputs = grad_model(inputs, training=False)
-        outputs = tf.reshape(tf.cast(outputs, tf.float32), [1, -1])
+        outputs = tf.reshape(tf.cast(outputs, tf.float32), [tf.shape(inputs)[0], -1])
         if outputs.shape[-1] == 1:
-            p = outputs[:, 0] if predictor._positive == 1 else 1.0 - outputs[:, 0]
+            score = outputs[:, 0] if class_index == 1 else 1.0 - outputs[:, 0]
         else:
-            p = outputs[:, predictor._positive]
-        score = p if positive else 1.0 - p
+            score = outputs[:, class_index]
     grads = tape.gradient(score, activations)
-    acts = np.asarray(activations, dtype=np.float32)[0]
+    acts = np.asarray(activations, dtype=np.float32)
     if grads is None:  # pragma: no cover - the tapped layer always feeds the output
-        weights = np.zeros(acts.shape[-1], dtype=np.float32)
+        weights = np.zeros((acts.shape[0], acts.shape[-1]), dtype=np.float32)
     else:
-        weights = np.asarray(grads, dtype=np.float32)[0].mean(axis=(0, 1))
-    cam = np.maximum((acts * weights).sum(axis=-1), 0.0)
-    peak = float(cam.max())
-    cam = cam / peak if peak > 0 and np.isfinite(peak) else np.zeros_like(cam)
-    height, width = original.shape[:2]
-    heatmap = _resize_float(cam.astype(np.float32), (height, width))
-    if heatmap.max() > 0:  # interpolation can lower the peak: keep it at 1
-        heatmap = (heatmap / heatmap.max()).astype(np.float32)
-    return Explanation(
-        prediction=prediction,
-        heatmap=heatmap,
-        overlay=_overlay(original, heatmap, alpha),
-        layer=path,
-    )
+        weights = np.asarray(grads, dtype=np.float32).mean(axis=(1, 2))
+    cams = np.maximum((acts * weights[:, np.newaxis, np.newaxis, :]).sum(axis=-1), 0.0)
+    for cam in cams:
+        peak = float(cam.max())
+        if peak > 0 and np.isfinite(peak):
+            cam /= peak
+        else:
+            cam[...] = 0.0
+    return cams.astype(np.float32)
 
 
-def feature_maps(
-    model_or_predictor: Predictor | keras.Model,
-    x: ImageInput,
+def layer_outputs(
+    model: keras.Model,
+    batch: np.ndarray,
     *,
     layers: Sequence[str] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Activations of convolutional layers for one image.
+    """Activations of convolutional layers for a prepared batch.
 
     Args:
-        model_or_predictor: A :class:`~cxr_pneumonia.Predictor` or a Keras model.
-        x: One image input.
+        model: A Keras model.
+        batch: Images ``(N, H, W, C)`` prepared for ``model`` (``uint8``).
         layers: Layer names (``"inner"`` or ``"outer/inner"``); default: every
             convolution of the model, in order.
 
     Returns:
-        ``{layer name: float32 array (h, w, channels)}`` in model order.
+        ``{layer path: float32 array (N, h, w, channels)}`` in model order;
+        empty when the model has no convolution and ``layers`` is ``None``.
 
     Raises:
-        InvalidImageError: If ``x`` is not a usable image.
         ValueError: If a layer is unknown or has no 4-D output.
     """
     import tensorflow as tf
 
-    predictor = _as_predictor(model_or_predictor)
-    if layers is None:
-        paths = tuple(conv_layer_names(predictor.model))
-    else:
-        if isinstance(layers, str):
-            layers = [layers]
-        paths = tuple(_resolve_layer(predictor.model, name)[0] for name in layers)
+    paths = layer_paths(model, layers)
     if not paths:
         return {}
-    tapped = _cached_tap(predictor, paths)
-    data, name = _rereadable(x)
-    batch = predictor._prepare(data, name)[np.newaxis]
-    inputs = tf.cast(tf.convert_to_tensor(batch), _input_dtype(predictor.model))
+    tapped = _cached_tap(model, paths)
+    inputs = tf.cast(tf.convert_to_tensor(batch), _input_dtype(model))
     outputs = tapped(inputs, training=False)
     activations = outputs[:-1] if len(paths) > 1 else [outputs[0]]
     return {
-        path: np.asarray(value, dtype=np.float32)[0]
+        path: np.asarray(value, dtype=np.float32)
         for path, value in zip(paths, activations, strict=True)
     }
+
+
+def layer_paths(model: keras.Model, layers: str | Sequence[str] | None) -> tuple[str, ...]:
+    """The full paths of ``layers`` (every convolution when ``None``), checked.
+
+    Args:
+        model: A Keras model.
+        layers: Layer names or paths, one name, or ``None``.
+
+    Returns:
+        Layer paths (``"outer/inner"`` for nested layers), in the order given.
+
+    Raises:
+        ValueError: If a layer is unknown or has no 4-D output.
+    """
+    if layers is None:
+        return tuple(conv_layer_names(model))
+    if isinstance(layers, str):
+        layers = [layers]
+    return tuple(resolve_layer(model, name) for name in layers)
+
+
+def resolve_layer(model: keras.Model, name: str | None) -> str:
+    """The path of the layer Grad-CAM uses: ``name``, or the last convolutional stage.
+
+    Args:
+        model: A Keras model.
+        name: A layer name or ``"outer/inner"`` path; ``None`` for the default.
+
+    Returns:
+        The layer's full path.
+
+    Raises:
+        ValueError: If ``name`` is unknown, ambiguous or has no 4-D output, or
+            the model has no convolutional layer.
+    """
+    return _resolve_layer(model, name)[0]
 
 
 def conv_layer_names(model: keras.Model) -> list[str]:
@@ -212,6 +209,36 @@ def jet_colormap(values: np.ndarray) -> np.ndarray:
     centers = np.array([0.75, 0.5, 0.25], dtype=np.float32)  # red, green, blue
     rgb = np.clip(1.5 - np.abs(4.0 * (v - centers)), 0.0, 1.0)
     return np.rint(rgb * 255.0).astype(np.uint8)
+
+
+def resize_heatmap(heatmap: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize a ``[0, 1]`` heatmap (bilinear) to ``size``, keeping its peak at 1.
+
+    Args:
+        heatmap: ``float32`` array ``(h, w)`` in ``[0, 1]``.
+        size: ``(height, width)`` wanted, e.g. the original image's.
+
+    Returns:
+        ``float32`` array ``size`` in ``[0, 1]``.
+    """
+    resized = _resize_float(np.asarray(heatmap, dtype=np.float32), size)
+    if resized.max() > 0:  # interpolation can lower the peak: keep it at 1
+        resized = (resized / resized.max()).astype(np.float32)
+    return resized
+
+
+def overlay(image: np.ndarray, heatmap: np.ndarray, *, alpha: float = 0.4) -> Image.Image:
+    """Blend a heatmap in jet colors over an image.
+
+    Args:
+        image: ``uint8`` image ``(H, W, C)`` with 1 or 3 channels.
+        heatmap: ``float32`` ``(H, W)`` in ``[0, 1]``, the image's size.
+        alpha: Opacity of the heat colors, in ``[0, 1]``.
+
+    Returns:
+        The blended RGB image.
+    """
+    return _overlay(image, heatmap, alpha)
 
 
 # --- layers ----------------------------------------------------------------------------
@@ -320,15 +347,16 @@ def _resolve_layer(model: Any, name: str | None) -> tuple[str, Any]:
 # --- tapped models ---------------------------------------------------------------------
 
 
-def _cached_tap(predictor: Predictor, paths: tuple[str, ...]) -> Any:
-    with predictor._lock:
-        cached = predictor._explainers.get(paths)
+def _cached_tap(model: Any, paths: tuple[str, ...]) -> Any:
+    """A tapped model of ``model`` returning ``paths``' outputs, built once per model."""
+    with _TAPS_LOCK:
+        cached = _TAPS.get(model, {}).get(paths)
     if cached is not None:
         return cached
-    flat = dict(_flat_layers(predictor.model))
-    tapped = _tap(predictor.model, [flat[p] for p in paths])
-    with predictor._lock:
-        return predictor._explainers.setdefault(paths, tapped)
+    flat = dict(_flat_layers(model))
+    tapped = _tap(model, [flat[p] for p in paths])
+    with _TAPS_LOCK:
+        return _TAPS.setdefault(model, {}).setdefault(paths, tapped)
 
 
 def _contains(container: Any, layer: Any) -> bool:
@@ -383,30 +411,8 @@ def _tap(model: Any, wanted: list[Any]) -> Any:
 # --- images ----------------------------------------------------------------------------
 
 
-def _as_predictor(model_or_predictor: Any) -> Predictor:
-    if isinstance(model_or_predictor, Predictor):
-        return model_or_predictor
-    if _is_model(model_or_predictor):
-        return Predictor(model_or_predictor, num_workers=1)
-    msg = f"expected a Predictor or a Keras model, got {type(model_or_predictor).__name__}"
-    raise TypeError(msg)
-
-
 def _input_dtype(model: Any) -> str:
     return str(getattr(model.inputs[0], "dtype", "float32") or "float32")
-
-
-def _rereadable(x: ImageInput) -> tuple[Any, str | None]:
-    """Return an input that can be decoded twice, and its path if it is one."""
-    if isinstance(x, (str, os.PathLike)):
-        return x, os.fspath(x)
-    if not isinstance(x, (bytes, bytearray, memoryview, Image.Image, np.ndarray)):
-        read = getattr(x, "read", None)
-        if callable(read):
-            data = read()
-            # Text or odd file objects: let prepare_image name the problem.
-            return (data, None) if isinstance(data, (bytes, bytearray, memoryview)) else (x, None)
-    return x, None
 
 
 def _resize_float(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:
