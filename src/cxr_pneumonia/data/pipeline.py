@@ -49,8 +49,11 @@ __all__ = [
     "CACHE_FORMAT_VERSION",
     "Augmentation",
     "SkippedFilesWarning",
+    "check_augment",
     "decode_cached",
+    "decode_cached_with_skipped",
     "make_dataset",
+    "skipped_message",
 ]
 
 logger = logging.getLogger("cxr_pneumonia")
@@ -110,7 +113,7 @@ def make_dataset(
     """
     import tensorflow as tf
 
-    aug = _check_augment(augment)
+    aug = check_augment(augment)
     if (
         isinstance(batch_size, bool)
         or not isinstance(batch_size, (int, np.integer))
@@ -219,7 +222,19 @@ def _keyed_epochs(
     return tf.data.Dataset.range(1).map(lambda _: started.assign_add(1)).flat_map(one_epoch)
 
 
-def _check_augment(augment: Augmentation | bool) -> Augmentation | None:
+def check_augment(augment: Augmentation | bool) -> Augmentation | None:
+    """The augmentation ``augment`` asks for.
+
+    Args:
+        augment: ``True`` (default ranges), ``False``/``None`` (none), or an
+            :class:`Augmentation`.
+
+    Returns:
+        An :class:`Augmentation`, or ``None`` for no augmentation.
+
+    Raises:
+        ValueError: If ``augment`` is none of these.
+    """
     if isinstance(augment, Augmentation):
         return augment
     if augment is True:
@@ -276,7 +291,7 @@ def decode_cached(
         SkippedFilesWarning: Once, naming the files that could not be decoded
             (also when they are known from the cache).
     """
-    images, kept, skipped = _decode_cached(
+    images, kept, skipped = decode_cached_with_skipped(
         files,
         image_size=image_size,
         color_mode=color_mode,
@@ -310,7 +325,7 @@ def skipped_message(skipped: Sequence[tuple[str, str]], what: str) -> str:
     )
 
 
-def _decode_cached(
+def decode_cached_with_skipped(
     files: Sequence[str | os.PathLike[str]],
     *,
     image_size: Sequence[int],
@@ -319,7 +334,24 @@ def _decode_cached(
     key: str,
     progress: bool,
 ) -> tuple[np.ndarray, np.ndarray, list[tuple[str, str]]]:
-    """:func:`decode_cached` without the warning: also returns the skipped ``(file, reason)``."""
+    """:func:`decode_cached` without the warning, for callers that warn once for many calls.
+
+    Args:
+        files: Image file paths.
+        image_size: ``(height, width)`` of the decoded images.
+        color_mode: ``"grayscale"`` or ``"rgb"``.
+        cache_dir: Folder of the cache (created if needed).
+        key: What the files are; part of the cache name.
+        progress: Show a progress bar while decoding.
+
+    Returns:
+        ``(images, kept, skipped)``: as :func:`decode_cached`, plus the
+        ``(file, reason)`` pairs of the files that could not be decoded.
+
+    Raises:
+        CacheError: If the cache folder can't be created, written or read.
+        ValueError: If ``image_size`` or ``color_mode`` is invalid.
+    """
     size = check_image_size(image_size)
     mode = check_color_mode(color_mode)
     names = [os.fspath(f) for f in files]
