@@ -3,7 +3,7 @@
 from cxr_pneumonia.training import callbacks
 from cxr_pneumonia.training.crossval import CrossValidationResult, cross_validate
 from cxr_pneumonia.training.ensembling import EnsembleTrainingResult, fit_ensemble
-from cxr_pneumonia.training.fit import TrainingResult, fit
+from cxr_pneumonia.training.fitting import TrainingResult, fit
 
 __all__ = [
     "CrossValidationResult",

@@ -1,4 +1,4 @@
-"""Distribution helpers of :func:`~cxr_pneumonia.training.fit`: global batches, multi-worker.
+"""Distribution helpers of :func:`~cxr_pneumonia.training.fitting.fit`: global batches, workers.
 
 With several replicas, ``fit`` re-batches the per-replica pipelines to global
 batches (:func:`rebatch`). Under a ``MultiWorkerMirroredStrategy`` spanning

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from cxr_pneumonia.data.splits import DatasetSplits
-from cxr_pneumonia.training.fit import TrainingResult, fit
+from cxr_pneumonia.training.fitting import TrainingResult, fit
 
 if TYPE_CHECKING:
     import keras
@@ -41,7 +41,7 @@ class CrossValidationResult:
         mean: Per metric, the mean over the folds.
         std: Per metric, the sample standard deviation (``ddof=1``) over the folds.
         fold_sizes: Per fold, ``(training images, validation images)``.
-        training: Per fold, the :class:`~cxr_pneumonia.training.fit.TrainingResult`.
+        training: Per fold, the :class:`~cxr_pneumonia.training.fitting.TrainingResult`.
         seed: Seed of the fold assignment (fold ``k`` trains with ``seed + k``).
         wall_time: Seconds for all folds.
     """
@@ -148,7 +148,7 @@ def cross_validate(
     keeps each patient on one side and about the class balance of the whole.
     For fold ``k``, a new model ``build_model(name, input_shape=(H, W, C),
     **model_options)`` is built after ``keras.utils.set_random_seed(seed + k)``,
-    trained with :func:`~cxr_pneumonia.training.fit.fit` (``seed=seed + k``,
+    trained with :func:`~cxr_pneumonia.training.fitting.fit` (``seed=seed + k``,
     balanced class weights of the fold unless ``class_weight`` is given) and
     evaluated on the fold's validation part.
 

@@ -27,7 +27,7 @@ from cxr_pneumonia.bundle import load_bundle, save_model
 from cxr_pneumonia.data.splits import DatasetSplits
 from cxr_pneumonia.ensembles import ensemble
 from cxr_pneumonia.exceptions import BundleError, EnsembleError
-from cxr_pneumonia.training.fit import TrainingResult, fit
+from cxr_pneumonia.training.fitting import TrainingResult, fit
 
 if TYPE_CHECKING:
     import keras

@@ -49,35 +49,32 @@ from cxr_pneumonia.training.callbacks import (
     EpochCSVLogger,
     MultiMetricEarlyStopping,
     SwapInEMAWeights,
-    TargetMetricsReached,
     default_callbacks,
     is_lower_better,
     run_state_callbacks,
+)
+from cxr_pneumonia.training.options import (
+    EXTRA_LOG_KEYS,
+    METRIC_NAMES,
+    check_callbacks,
+    check_class_weight,
+    check_int,
+    check_model,
+    check_optimizer,
+    check_rate,
+    make_optimizer,
 )
 from cxr_pneumonia.training.progress import TrainingProgress
 
 if TYPE_CHECKING:
     import tensorflow as tf
 
-__all__ = ["METRIC_NAMES", "OPTIMIZERS", "TrainingResult", "fit"]
+__all__ = ["TrainingResult", "fit"]
 
 logger = logging.getLogger("cxr_pneumonia")
 
-METRIC_NAMES: tuple[str, ...] = ("loss", "accuracy", "precision", "recall", "auc", "pr_auc")
-"""Metrics of a model compiled by :func:`fit`; validation ones carry a ``val_`` prefix."""
-
-OPTIMIZERS: dict[str, type[keras.optimizers.Optimizer]] = {
-    "adam": keras.optimizers.Adam,
-    "adamw": keras.optimizers.AdamW,
-    "rmsprop": keras.optimizers.RMSprop,
-    "sgd": keras.optimizers.SGD,
-}
-"""Optimizer names accepted by :func:`fit`."""
-
 STATE_FILENAME = "run_state.json"
 _PHASES = ("train", "fine_tune")
-_EXTRA_LOG_KEYS = ("learning_rate",)
-_CLASS_WEIGHT_CHOICES = "'balanced', a dict {0: w0, 1: w1} or None"
 
 
 @dataclass(frozen=True)
@@ -154,7 +151,7 @@ class TrainingResult:
         names += sorted(
             key
             for key in self.history
-            if key not in names and key.startswith(prefix) and key not in _EXTRA_LOG_KEYS
+            if key not in names and key.startswith(prefix) and key not in EXTRA_LOG_KEYS
             if prefix or not key.startswith("val_")
         )
         return {key: self.history[key][position] for key in names if key in self.history}
@@ -196,175 +193,6 @@ class TrainingResult:
             f"best_epoch={self.best_epoch}, monitor={self.monitor!r}, {metrics}, "
             f"wall_time={self.wall_time:.1f}s)"
         )
-
-
-# --------------------------------------------------------------------------- validation
-
-
-def _check_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        msg = f"fit {name} must be an int >= {minimum}; got {value!r}"
-        raise ValueError(msg)
-    return int(value)
-
-
-def _check_rate(name: str, value: object) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not (math.isfinite(value) and value > 0)
-    ):
-        msg = f"fit {name} must be a finite number > 0; got {value!r}"
-        raise ValueError(msg)
-    return float(value)
-
-
-def _check_class_weight(
-    class_weight: Mapping[int, float] | Literal["balanced"] | None, data: DatasetSplits
-) -> dict[int, float] | None:
-    if class_weight is None:
-        return None
-    if isinstance(class_weight, str):
-        if class_weight != "balanced":
-            msg = f"fit class_weight must be {_CLASS_WEIGHT_CHOICES}; got {class_weight!r}"
-            raise ValueError(msg)
-        weights: Mapping[Any, Any] = data.class_weight
-        if not weights:
-            labels = np.asarray(data.labels.get("train", ()))
-            counts = np.bincount(labels.astype(np.int64), minlength=2) if labels.size else None
-            if counts is None or counts.min() == 0:
-                msg = (
-                    "fit class_weight='balanced' needs both classes in the training split; "
-                    "pass class_weight=None or a dict"
-                )
-                raise ValueError(msg)
-            weights = {c: labels.size / (2 * counts[c]) for c in (0, 1)}
-        source = "data.class_weight"
-    elif isinstance(class_weight, Mapping):
-        weights = class_weight
-        source = "class_weight"
-    else:
-        msg = f"fit class_weight must be {_CLASS_WEIGHT_CHOICES}; got {class_weight!r}"
-        raise ValueError(msg)
-    keys = {int(k) if isinstance(k, (int, np.integer)) else k for k in weights}
-    if keys != {0, 1}:
-        msg = (
-            f"{source} must have exactly the keys 0 (NORMAL) and 1 (PNEUMONIA); "
-            f"got {sorted(weights, key=str)}"
-        )
-        raise ValueError(msg)
-    checked: dict[int, float] = {}
-    for key, value in weights.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
-            msg = f"{source}[{key}] must be a number > 0; got {value!r}"
-            raise ValueError(msg)
-        if not (math.isfinite(float(value)) and float(value) > 0):
-            msg = f"{source}[{key}] must be a finite number > 0; got {value!r}"
-            raise ValueError(msg)
-        checked[int(key)] = float(value)
-    return checked
-
-
-def _check_optimizer(optimizer: str | keras.optimizers.Optimizer) -> None:
-    if isinstance(optimizer, keras.optimizers.Optimizer):
-        if optimizer.built:
-            msg = (
-                "fit optimizer instance has already been used (it is built); "
-                "pass a fresh optimizer or its name"
-            )
-            raise ValueError(msg)
-        return
-    if not isinstance(optimizer, str) or optimizer.lower() not in OPTIMIZERS:
-        msg = (
-            f"fit optimizer must be a keras optimizer or one of: {', '.join(sorted(OPTIMIZERS))}; "
-            f"got {optimizer!r}"
-        )
-        raise ValueError(msg)
-
-
-def _make_optimizer(
-    optimizer: str | keras.optimizers.Optimizer,
-    learning_rate: float,
-    *,
-    first: bool,
-    strategy: tf.distribute.Strategy,
-) -> keras.optimizers.Optimizer:
-    """The optimizer of a phase; call it inside ``strategy.scope()``.
-
-    A Keras optimizer (TensorFlow backend) keeps the strategy current when it
-    was *constructed* and creates its variables with it, so an instance made
-    outside the model's strategy scope fails to build under a
-    ``MirroredStrategy`` ("Mixing different tf.distribute.Strategy objects").
-    Such an instance (unused: ``_check_optimizer`` saw to it) is re-created
-    from its config in the scope.
-    """
-    if isinstance(optimizer, keras.optimizers.Optimizer):
-        config = optimizer.get_config()
-        if first:
-            if getattr(optimizer, "_distribution_strategy", strategy) is strategy:
-                return optimizer
-        else:
-            config["learning_rate"] = learning_rate
-        return type(optimizer).from_config(config)
-    return OPTIMIZERS[optimizer.lower()](learning_rate=learning_rate)
-
-
-def _callback_metrics(callback: keras.callbacks.Callback) -> list[str]:
-    if isinstance(callback, (MultiMetricEarlyStopping, TargetMetricsReached)):
-        return callback.metric_names
-    monitor = getattr(callback, "monitor", None)
-    return [monitor] if isinstance(monitor, str) else []
-
-
-def _check_callbacks(
-    callbacks: Sequence[keras.callbacks.Callback] | Literal["default"] | None,
-    has_validation: bool,
-) -> None:
-    if callbacks is None or (isinstance(callbacks, str) and callbacks == "default"):
-        return
-    if isinstance(callbacks, str) or not isinstance(callbacks, Sequence):
-        msg = (
-            f"fit callbacks must be 'default', None or a list of keras callbacks; got {callbacks!r}"
-        )
-        raise ValueError(msg)
-    known = {*METRIC_NAMES, *_EXTRA_LOG_KEYS}
-    known |= {f"val_{name}" for name in METRIC_NAMES}
-    for callback in callbacks:
-        if not isinstance(callback, keras.callbacks.Callback):
-            msg = f"fit callbacks must be keras.callbacks.Callback instances; got {callback!r}"
-            raise ValueError(msg)
-        for name in _callback_metrics(callback):
-            if name.startswith("val_") and not has_validation:
-                msg = (
-                    f"{type(callback).__name__} monitors {name!r} but the data has no "
-                    "validation split; monitor training metrics or load the data with a "
-                    "validation split"
-                )
-                raise TrainingError(msg)
-            if isinstance(callback, (MultiMetricEarlyStopping, TargetMetricsReached)) and (
-                name not in known
-            ):
-                msg = (
-                    f"{type(callback).__name__} target {name!r} is not a metric fit logs; "
-                    f"choose from: {', '.join(sorted(known))}"
-                )
-                raise ValueError(msg)
-
-
-def _check_model(model: keras.Model) -> None:
-    if not isinstance(model, keras.Model):
-        msg = f"fit needs a keras.Model (e.g. from build_model); got {type(model).__name__}"
-        raise TypeError(msg)
-    try:
-        shape = model.output_shape
-    except (AttributeError, ValueError, RuntimeError):
-        return  # subclassed or unbuilt model: nothing to check yet
-    if isinstance(shape, tuple) and shape and shape[-1] != 1:
-        msg = (
-            f"fit needs a model with one sigmoid output (probability of PNEUMONIA); "
-            f"this one outputs shape {shape}"
-        )
-        raise ValueError(msg)
 
 
 # --------------------------------------------------------------------------- backbone
@@ -477,7 +305,7 @@ def _compile(
 ) -> None:
     with strategy.scope():
         model.compile(
-            optimizer=_make_optimizer(optimizer, learning_rate, first=first, strategy=strategy),
+            optimizer=make_optimizer(optimizer, learning_rate, first=first, strategy=strategy),
             loss=keras.losses.BinaryCrossentropy(),
             metrics=[
                 keras.metrics.BinaryAccuracy(name="accuracy"),
@@ -622,24 +450,24 @@ def fit(
         ImportError: If ``tensorboard_dir`` is given and TensorBoard is not installed.
     """
     started = time.perf_counter()
-    _check_model(model)
+    check_model(model)
     if not isinstance(data, DatasetSplits):
         msg = f"fit needs a DatasetSplits (from load_dataset); got {type(data).__name__}"
         raise TypeError(msg)
     if data.train is None:
         msg = "fit needs data with a training split; data.train is None"
         raise TrainingError(msg)
-    epochs = _check_int("epochs", epochs, 1)
-    fine_tune_epochs = _check_int("fine_tune_epochs", fine_tune_epochs, 0)
-    learning_rate = _check_rate("learning_rate", learning_rate)
-    fine_tune_learning_rate = _check_rate("fine_tune_learning_rate", fine_tune_learning_rate)
-    _check_optimizer(optimizer)
-    weights = _check_class_weight(class_weight, data)
+    epochs = check_int("epochs", epochs, 1)
+    fine_tune_epochs = check_int("fine_tune_epochs", fine_tune_epochs, 0)
+    learning_rate = check_rate("learning_rate", learning_rate)
+    fine_tune_learning_rate = check_rate("fine_tune_learning_rate", fine_tune_learning_rate)
+    check_optimizer(optimizer)
+    weights = check_class_weight(class_weight, data)
     if verbose not in ("auto", 0, 1, 2):
         msg = f"fit verbose must be 'auto', 0, 1 or 2; got {verbose!r}"
         raise ValueError(msg)
     if seed is not None:
-        _check_int("seed", seed, 0)
+        check_int("seed", seed, 0)
     tensorboard = _tensorboard_callback(tensorboard_dir)
     if not isinstance(deterministic, bool):
         msg = f"fit deterministic must be True or False; got {deterministic!r}"
@@ -656,7 +484,7 @@ def fit(
             f"fit callbacks must be 'default', None or a list of keras callbacks; got {callbacks!r}"
         )
         raise ValueError(msg)
-    _check_callbacks(callbacks, has_validation)
+    check_callbacks(callbacks, has_validation)
     if fine_tune_epochs and find_backbone(model) is None:
         msg = (
             f"fine_tune_epochs={fine_tune_epochs} but model {model.name!r} has no pretrained "
@@ -940,7 +768,7 @@ def _result(
             for key in keys
             if key.startswith(prefix)
             and (has_validation or not key.startswith("val_"))
-            and key not in _EXTRA_LOG_KEYS
+            and key not in EXTRA_LOG_KEYS
         }
     checkpoints: dict[str, Path] = {}
     if folder is not None:
