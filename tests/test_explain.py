@@ -147,7 +147,7 @@ def models():
     ("name", "default", "earlier"),
     [
         ("cnn-small", "stage3_block2_out", "stem2_relu"),
-        ("cnn", "block8_bn", "block2_act"),
+        ("cnn", "block8_act", "block2_act"),
     ],
 )
 def test_registry_cnns(models, name: str, default: str, earlier: str) -> None:
