@@ -124,3 +124,100 @@ def test_the_previous_bundle_moved_aside_is_kept_while_the_target_is_missing(
     os.rename(previous, tmp_path / ".b.old-0123456789ab")
     save_model(model, tmp_path / "b")
     assert ".b.old-0123456789ab" in _names(tmp_path)
+
+
+# --- safe mode that can't be switched off from outside ---------------------------------
+
+
+@pytest.fixture
+def unsafe_keras():
+    """Keras' global safe mode switched off, as any imported code may do; restored after."""
+    from keras.src.backend.common import global_state
+
+    before = global_state.get_global_attribute("safe_mode_saving")
+    keras.config.enable_unsafe_deserialization()
+    yield
+    global_state.set_global_attribute("safe_mode_saving", before)
+
+
+def _lambda_model(marker: Path) -> keras.Model:
+    # The function writes `marker` when it runs: at load time if it is ever deserialized.
+    code = f"lambda x: (__import__('pathlib').Path({str(marker)!r}).write_text('ran'), x)[1]"
+    inputs = keras.Input((32, 32, 1), name="image")
+    x = keras.layers.Lambda(eval(code), name="sneaky")(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Dense(1, activation="sigmoid")(x)
+    return keras.Model(inputs, outputs, name="sneaky")
+
+
+def test_a_lambda_bundle_is_refused_even_with_unsafe_deserialization(
+    tmp_path: Path, unsafe_keras: None
+) -> None:
+    from cxr_pneumonia import Predictor
+
+    marker = tmp_path / "code-ran"
+    path = save_model(_lambda_model(marker), tmp_path / "b")
+    marker.unlink(missing_ok=True)  # building the model ran it once
+    with pytest.raises(BundleError, match=r"would run code.*Lambda"):
+        load_bundle(path)
+    with pytest.raises(BundleError, match="would run code"):
+        Predictor.load(path)
+    assert not marker.exists()
+
+
+def _rewrite_config(bundle: Path, edit) -> None:
+    import hashlib
+    import zipfile
+
+    model_file = bundle / "model.keras"
+    with zipfile.ZipFile(model_file) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    members["config.json"] = json.dumps(edit(json.loads(members["config.json"]))).encode()
+    with zipfile.ZipFile(model_file, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    meta = json.loads((bundle / METADATA_FILE).read_text())
+    meta["sha256"] = hashlib.sha256(model_file.read_bytes()).hexdigest()
+    (bundle / METADATA_FILE).write_text(json.dumps(meta))
+
+
+def test_a_class_from_a_foreign_module_is_refused(
+    model: keras.Model, tmp_path: Path, unsafe_keras: None
+) -> None:
+    path = save_model(model, tmp_path / "b")
+
+    def point_at_os(config: dict) -> dict:
+        config["config"]["layers"][1]["module"] = "os"
+        return config
+
+    _rewrite_config(path, point_at_os)
+    with pytest.raises(BundleError, match=r"comes from module 'os'"):
+        load_bundle(path)
+
+
+# --- metadata checked at load --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "names",
+    [["NORMAL", "PNEUMONIA", "COVID"], ["PNEUMONIA"], ["SAME", "SAME"]],
+    ids=["three", "one", "duplicate"],
+)
+def test_load_bundle_refuses_class_names_that_are_not_two(
+    model: keras.Model, tmp_path: Path, names: list[str]
+) -> None:
+    path = save_model(model, tmp_path / "b")
+    meta = json.loads((path / METADATA_FILE).read_text())
+    meta["class_names"] = names
+    (path / METADATA_FILE).write_text(json.dumps(meta))
+    with pytest.raises(BundleError, match="class_names"):
+        load_bundle(path)
+
+
+def test_load_bundle_refuses_a_model_that_is_not_binary(tmp_path: Path) -> None:
+    inputs = keras.Input((32, 32, 1))
+    x = keras.layers.GlobalAveragePooling2D()(inputs)
+    three = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(x))
+    path = save_model(three, tmp_path / "b")
+    with pytest.raises(BundleError, match=r"not one binary output"):
+        load_bundle(path)

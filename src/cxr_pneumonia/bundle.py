@@ -12,8 +12,9 @@ A bundle is a directory holding two files::
 filled, flushed to disk, then renamed), so a crash never leaves a half-written
 bundle that loads. :func:`load_bundle` checks that both files are there, that the
 metadata parses and follows the schema, that the format is not newer than this
-library reads, and that ``model.keras`` has the recorded hash, then loads the
-model with Keras *safe mode* (no arbitrary code from a file). Any problem raises
+library reads, and that ``model.keras`` has the recorded hash, then checks the
+model's configuration for code-carrying objects (refused whatever Keras' global
+safe-mode switch says) and loads the model with Keras *safe mode*. Any problem raises
 :class:`~cxr_pneumonia.exceptions.BundleError` with a message that says what is
 wrong and what to do.
 
@@ -33,6 +34,7 @@ import os
 import re
 import shutil
 import uuid
+import zipfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -54,6 +56,7 @@ __all__ = [
     "MODEL_FILE",
     "BundleMetadata",
     "check_bundle_target",
+    "check_model_config",
     "load_bundle",
     "metadata_for_model",
     "read_metadata",
@@ -75,6 +78,9 @@ DEFAULT_CLASS_NAMES: tuple[str, str] = ("NORMAL", "PNEUMONIA")
 """Class names in output order: 0 = NORMAL, 1 = PNEUMONIA."""
 
 _CUSTOM_LAYERS_MODULE = "cxr_pneumonia.models.layers"
+_MAX_CONFIG_BYTES = 64 << 20
+_CODE_CLASSES = frozenset({"Lambda", "__lambda__", "TFSMLayer"})
+_ALLOWED_MODULE = re.compile(r"^(keras|builtins|cxr_pneumonia)(\..+)?$")
 _OLD_COPY = re.compile(r"^\.(?P<name>.+)\.old-[0-9a-f]{12}$")
 _CHUNK = 1 << 20
 
@@ -208,8 +214,9 @@ class BundleMetadata:
             msg = f"metadata input channels={channels!r} contradicts color_mode={color_mode!r}"
             raise BundleError(msg)
         class_names = _field(data, "class_names", list)
-        if len(class_names) < 2 or not all(isinstance(n, str) and n for n in class_names):
-            msg = f"metadata 'class_names' must list at least two names, got {class_names!r}"
+        problem = _class_names_problem(class_names)
+        if problem:
+            msg = f"metadata 'class_names' {problem}"
             raise BundleError(msg)
         threshold = _field(data, "threshold", (int, float))
         if isinstance(threshold, bool) or not 0.0 <= float(threshold) <= 1.0:
@@ -288,8 +295,9 @@ def metadata_for_model(
         msg = f"color_mode={mode!r} contradicts the model's {channels} input channels"
         raise ValueError(msg)
     names = tuple(class_names)
-    if len(names) < 2 or not all(isinstance(n, str) and n for n in names):
-        msg = f"class_names must list at least two non-empty names, got {class_names!r}"
+    problem = _class_names_problem(list(names))
+    if problem:
+        msg = f"class_names {problem}"
         raise ValueError(msg)
     if isinstance(threshold, bool) or not 0.0 <= float(threshold) <= 1.0:
         msg = f"threshold must be a number in [0, 1], got {threshold!r}"
@@ -472,6 +480,10 @@ def _remove_debris(target: Path) -> None:
 def load_bundle(path: str | os.PathLike[str]) -> tuple[keras.Model, BundleMetadata]:
     """Load and verify a bundle written by :func:`save_model`.
 
+    Before anything is deserialized, the model's configuration is checked
+    for code (:func:`check_model_config`), whatever Keras' global safe-mode
+    switch says; Keras then loads it with ``safe_mode=True``.
+
     Args:
         path: The bundle directory.
 
@@ -480,9 +492,11 @@ def load_bundle(path: str | os.PathLike[str]) -> tuple[keras.Model, BundleMetada
 
     Raises:
         BundleError: If the folder or a file is missing, the metadata is not
-            valid, the format is newer than this library reads, ``model.keras``
-            does not have the recorded SHA-256, or Keras can't load it (safe
-            mode refuses models that would run code from the file).
+            valid (e.g. not exactly two class names), the format is newer than
+            this library reads, ``model.keras`` does not have the recorded
+            SHA-256, the model carries code (a ``Lambda`` layer, a class from
+            outside Keras and this package), Keras can't load it, or its input
+            or output does not fit the metadata.
     """
     folder = Path(path)
     if not folder.exists():
@@ -519,6 +533,14 @@ def load_bundle(path: str | os.PathLike[str]) -> tuple[keras.Model, BundleMetada
     expected = metadata.input_shape
     if any(got is not None and got != want for got, want in zip(shape, expected, strict=True)):
         msg = f"{folder}: the model's input shape {shape} contradicts the metadata {expected}"
+        raise BundleError(msg)
+    outputs = getattr(model, "outputs", None) or []
+    widths = [tuple(output.shape)[1:] for output in outputs]
+    if len(widths) != 1 or widths[0] not in ((1,), (2,)):
+        msg = (
+            f"{folder}: the model's outputs {widths} are not one binary output, (N, 1) sigmoid "
+            "or (N, 2) softmax, for the 2 class names of the metadata"
+        )
         raise BundleError(msg)
     return model, metadata
 
@@ -578,6 +600,18 @@ def _check_ensemble(ensemble: Any) -> None:
             f"'layer' name per member, got {ensemble!r}"
         )
         raise BundleError(msg)
+
+
+def _class_names_problem(names: list[Any]) -> str:
+    """What is wrong with a list of class names (a binary classifier's), or ``""``."""
+    if len(names) != 2 or not all(isinstance(n, str) and n for n in names):
+        return (
+            "must list exactly two non-empty names, negative then positive class "
+            f"(e.g. {list(DEFAULT_CLASS_NAMES)}); got {names!r}"
+        )
+    if names[0] == names[1]:
+        return f"must be two different names; got {names!r}"
+    return ""
 
 
 def _field(data: Mapping[str, Any], key: str, kind: Any, *, default: Any = ...) -> Any:
@@ -682,7 +716,75 @@ def _import_custom_layers() -> None:
             raise
 
 
+def check_model_config(file: str | os.PathLike[str]) -> None:
+    """Refuse a ``.keras`` file whose model would run code from the file, before loading it.
+
+    Reads ``config.json`` inside the ``.keras`` archive (no deserialization)
+    and refuses any object that carries code or brings code from outside
+    Keras and this package: ``Lambda`` layers and serialized functions
+    (``__lambda__``), ``TFSMLayer`` (a SavedModel's graph), and any class or
+    function whose ``module`` is not Keras (``keras``, ``keras.*``),
+    ``builtins`` or this package (``cxr_pneumonia.*``). It
+    holds whatever ``keras.config.enable_unsafe_deserialization()`` was
+    called with: Keras' own safe mode is a process-wide switch that any
+    imported code can turn off.
+
+    Args:
+        file: A ``.keras`` model file.
+
+    Raises:
+        BundleError: If the file is not a ``.keras`` archive with a readable
+            ``config.json``, or the model carries code (the message names the
+            object and where it is in the config).
+    """
+    path = Path(file)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            info = archive.getinfo("config.json")
+            if info.file_size > _MAX_CONFIG_BYTES:
+                msg = f"{path}: config.json is {info.file_size} bytes, over {_MAX_CONFIG_BYTES}"
+                raise BundleError(msg)
+            config = json.loads(archive.read(info).decode("utf-8"))
+    except BundleError:
+        raise
+    except (OSError, KeyError, zipfile.BadZipFile, UnicodeDecodeError, ValueError) as exc:
+        msg = f"{path} is not a .keras model archive with a readable config.json ({exc})"
+        raise BundleError(msg) from exc
+    problem = _code_in(config, "config")
+    if problem:
+        msg = (
+            f"refusing to load {path}: the model would run code from the file ({problem}). "
+            "Bundles may hold only Keras layers and this package's layers; rebuild the model "
+            "without Lambda or custom code layers"
+        )
+        raise BundleError(msg)
+
+
+def _code_in(value: Any, where: str) -> str:
+    """The first code-carrying object in a Keras config, described, or ``""``."""
+    stack: list[tuple[Any, str]] = [(value, where)]
+    while stack:
+        item, place = stack.pop()
+        if isinstance(item, list):
+            stack.extend((v, f"{place}[{i}]") for i, v in enumerate(item))
+            continue
+        if not isinstance(item, dict):
+            continue
+        name = item.get("class_name")
+        module = item.get("module")
+        label = f"{name!r} at {place}"
+        if isinstance(name, str) and name in _CODE_CLASSES:
+            return f"a {name} object, {label}"
+        if module is not None and not (
+            isinstance(module, str) and _ALLOWED_MODULE.match(module) is not None
+        ):
+            return f"{label} comes from module {module!r}"
+        stack.extend((v, f"{place}.{k}") for k, v in item.items())
+    return ""
+
+
 def _load_keras(file: Path) -> keras.Model:
+    check_model_config(file)
     _import_custom_layers()
     import keras
 
