@@ -6,6 +6,9 @@ Run ``cxr-pneumonia --help`` for the subcommands::
     cxr-pneumonia explain xray.jpeg --out heatmap.png
     cxr-pneumonia train --data-dir chest_xray --model cnn-small --epochs 30 --out bundles/cnn
     cxr-pneumonia evaluate bundles/cnn --data-dir chest_xray --split test [--format json]
+    cxr-pneumonia train --data-dir chest_xray --ensemble 3 --out bundles/cnn-x3
+    cxr-pneumonia ensemble bundles/a bundles/b --out bundles/ab [--data-dir chest_xray]
+    cxr-pneumonia shift-report bundles/cnn --data-dir chest_xray [--plot shifts.png]
     cxr-pneumonia export bundles/cnn --format savedmodel|tflite --out PATH
     cxr-pneumonia download kermany2018
     cxr-pneumonia datasets | models | info
@@ -226,6 +229,14 @@ def _parser() -> argparse.ArgumentParser:
         "augmentation; twice the inference cost)",
     )
     train.add_argument(
+        "--ensemble",
+        type=_positive_int,
+        default=1,
+        metavar="K",
+        help="train K members from seeds SEED..SEED+K-1 on the same split and save their "
+        "average as one bundle, its threshold chosen on the average (default 1: one model)",
+    )
+    train.add_argument(
         "--validation-fraction",
         type=_fraction,
         default=0.1,
@@ -281,6 +292,78 @@ def _parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--seed", type=_non_negative_int, default=0)
     evaluate.set_defaults(handler=_cmd_evaluate)
+
+    combine = commands.add_parser(
+        "ensemble",
+        help="average existing bundles into one ensemble bundle",
+        epilog="example: cxr-pneumonia ensemble bundles/seed0 bundles/seed1 bundles/seed2 "
+        "--out bundles/ensemble --data-dir chest_xray",
+    )
+    combine.add_argument("bundles", nargs="+", metavar="BUNDLE", help="two or more bundles")
+    combine.add_argument("--out", required=True, metavar="BUNDLE", help="bundle folder to write")
+    source = combine.add_mutually_exclusive_group()
+    source.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help="choose the threshold on this data's validation split (recommended); without "
+        "data the threshold is the mean of the members' thresholds",
+    )
+    source.add_argument("--dataset", metavar="NAME", help="a registered data set (see `datasets`)")
+    combine.add_argument("--cache-dir", help=_CACHE_HELP)
+    combine.add_argument("--no-progress", dest="progress", action="store_false")
+    combine.add_argument(
+        "--target-sensitivity",
+        type=_probability,
+        help="validation sensitivity of the threshold (default: the members' recorded "
+        "target, else 0.97)",
+    )
+    combine.add_argument(
+        "--validation-fraction",
+        type=_fraction,
+        help="default: the first member's training record, else 0.1",
+    )
+    combine.add_argument(
+        "--seed", type=_non_negative_int, help="default: the first member's training record, else 0"
+    )
+    combine.add_argument("--name", help="model name in the metadata (default: NAME-xK)")
+    combine.add_argument("--batch-size", type=_positive_int, default=32)
+    combine.add_argument("--overwrite", action="store_true", help="replace an existing bundle")
+    combine.set_defaults(handler=_cmd_ensemble)
+
+    shifts = commands.add_parser(
+        "shift-report",
+        help="score a bundle under acquisition shifts (gamma, contrast, blur, crops, ...)",
+        epilog="example: cxr-pneumonia shift-report bundles/cnn --data-dir chest_xray "
+        "--plot shifts.png",
+    )
+    shifts.add_argument("bundle", metavar="BUNDLE")
+    _add_data_options(shifts)
+    shifts.add_argument("--split", choices=("train", "validation", "test"), default="validation")
+    shifts.add_argument(
+        "--format",
+        choices=("table", "markdown", "json"),
+        default="table",
+        help="table: aligned text; markdown: the report's Markdown; json: every number",
+    )
+    shifts.add_argument("--plot", metavar="PNG", help="also draw the report into this PNG")
+    shifts.add_argument(
+        "--shifts",
+        metavar="NAMES",
+        help="comma-separated shift names, each at its default strengths (default: all)",
+    )
+    shifts.add_argument("--threshold", type=_probability, help="default: the bundle's")
+    shifts.add_argument("--batch-size", type=_positive_int, default=32)
+    shifts.add_argument(
+        "--validation-fraction",
+        type=_fraction,
+        help="for --split validation; default: the bundle's training record, else 0.1",
+    )
+    shifts.add_argument(
+        "--seed",
+        type=_non_negative_int,
+        help="split seed; default: the bundle's training record, else 0 (also seeds the noise)",
+    )
+    shifts.set_defaults(handler=_cmd_shift_report)
 
     export = commands.add_parser(
         "export", help="export a bundle as a SavedModel (TF Serving) or a TFLite file"
@@ -629,33 +712,72 @@ def _cmd_train(args: argparse.Namespace) -> int:
     _logger.info("%s", data.summary())
     weights = None if args.weights.lower() == "none" else args.weights
     channels = 1 if args.color_mode == "grayscale" else 3
-    model = build_model(
-        args.model,
-        input_shape=(*size, channels),
-        weights=weights,
-        dropout=args.dropout,
-        seed=args.seed,
-    )
-    checkpoint_dir = args.checkpoint_dir or f"{out}.checkpoints"
-    result = fit(
-        model,
-        data,
-        epochs=args.epochs,
-        learning_rate=args.learning_rate,
-        optimizer=_optimizer(args),
-        class_weight="balanced" if args.class_weight else None,
-        callbacks=_schedule_callbacks(args),
-        checkpoint_dir=checkpoint_dir,
-        resume=args.resume,
-        fine_tune_epochs=args.fine_tune_epochs,
-        fine_tune_learning_rate=args.fine_tune_learning_rate,
-        seed=args.seed,
-        verbose=1 if sys.stdout.isatty() else 2,  # no progress-bar redraws in log files
-    )
-    if args.tta:
-        from cxr_pneumonia.models import with_flip_tta
 
-        model = with_flip_tta(model)
+    def build(seed: int) -> Any:
+        return build_model(
+            args.model,
+            input_shape=(*size, channels),
+            weights=weights,
+            dropout=args.dropout,
+            seed=seed,
+        )
+
+    checkpoint_dir = args.checkpoint_dir or f"{out}.checkpoints"
+    fit_options: dict[str, Any] = {
+        "epochs": args.epochs,
+        "learning_rate": args.learning_rate,
+        "optimizer": _optimizer(args),
+        "class_weight": "balanced" if args.class_weight else None,
+        "callbacks": _schedule_callbacks(args),
+        "fine_tune_epochs": args.fine_tune_epochs,
+        "fine_tune_learning_rate": args.fine_tune_learning_rate,
+        "verbose": 1 if sys.stdout.isatty() else 2,  # no progress-bar redraws in log files
+    }
+    model_name = args.model
+    if args.ensemble > 1:
+        from cxr_pneumonia.training import fit_ensemble
+
+        model_name = f"{args.model}-x{args.ensemble}"
+        trained = fit_ensemble(
+            build,
+            data,
+            members=args.ensemble,
+            seed=args.seed,
+            tta=args.tta,
+            checkpoint_dir=checkpoint_dir,
+            resume=args.resume,
+            name=model_name,
+            **fit_options,
+        )
+        model = trained.model
+        run: dict[str, Any] = {
+            "ensemble": args.ensemble,
+            "member_seeds": list(trained.seeds),
+            "wall_time": round(sum(r.wall_time for r in trained.results if r is not None), 1),
+        }
+    else:
+        model = build(args.seed)
+        result = fit(
+            model,
+            data,
+            checkpoint_dir=checkpoint_dir,
+            resume=args.resume,
+            seed=args.seed,
+            **fit_options,
+        )
+        if args.tta:
+            from cxr_pneumonia.models import with_flip_tta
+
+            model = with_flip_tta(model)
+        run = {
+            "epochs_run": len(result.epochs),
+            "best_epoch": result.best_epoch,
+            "best_metrics": result.best_metrics,
+            "kept_epoch": result.kept_epoch,
+            "kept_reason": result.kept_reason,
+            "monitor": result.monitor,
+            "wall_time": round(result.wall_time, 1),
+        }
     threshold, metrics = 0.5, {}
     if data.validation is None:
         _logger.warning("no validation split (--validation-fraction 0): threshold stays 0.5")
@@ -669,12 +791,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             _logger.warning("threshold stays 0.5: %s", exc)
         report = report.at_threshold(threshold)
         _logger.info("validation, threshold %.4f:\n%s", threshold, report.to_markdown())
-        metrics = {
-            f"val_{k}": v
-            for k, v in report.to_dict(include_scores=False).items()
-            if k not in ("classification_report", "class_names")
-        }
-        metrics["target_sensitivity"] = args.target_sensitivity
+        metrics = _validation_metrics(report, args.target_sensitivity)
     training = {
         "command": shlex.join([_PROG, *args.argv]),
         "seed": args.seed,
@@ -688,12 +805,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         "model": args.model,
         "epochs": args.epochs,
         "fine_tune_epochs": args.fine_tune_epochs,
-        "epochs_run": len(result.epochs),
-        "best_epoch": result.best_epoch,
-        "best_metrics": result.best_metrics,
-        "kept_epoch": result.kept_epoch,
-        "kept_reason": result.kept_reason,
-        "monitor": result.monitor,
+        **{key: value for key, value in run.items() if key != "wall_time"},
         "batch_size": args.batch_size,
         "optimizer": args.optimizer,
         "learning_rate": args.learning_rate,
@@ -705,7 +817,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         "test_time_augmentation": "horizontal flip" if args.tta else None,
         "class_weight": "balanced" if args.class_weight else None,
         "weights": args.weights,
-        "wall_time": round(result.wall_time, 1),
+        "wall_time": run["wall_time"],
     }
     save_model(
         model,
@@ -715,7 +827,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         color_mode=args.color_mode,
         metrics=metrics,
         training=training,
-        model_name=args.model,
+        model_name=model_name,
         overwrite=args.overwrite,
     )
     _logger.info("saved %s (threshold %.4f)", out, threshold)
@@ -744,6 +856,199 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"{args.bundle} on {data.source}, split {args.split}\n")
         print(report.to_markdown())
     return EXIT_OK
+
+
+def _validation_metrics(report: Any, target: float) -> dict[str, Any]:
+    metrics = {
+        f"val_{k}": v
+        for k, v in report.to_dict(include_scores=False).items()
+        if k not in ("classification_report", "class_names")
+    }
+    metrics["target_sensitivity"] = target
+    return metrics
+
+
+def _cmd_ensemble(args: argparse.Namespace) -> int:
+    from cxr_pneumonia.bundle import read_metadata, save_model
+    from cxr_pneumonia.ensembles import ensemble
+    from cxr_pneumonia.evaluation import evaluate
+
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        msg = f"{out} already exists; pass --overwrite to replace it, or choose another --out"
+        raise FileExistsError(msg)
+    members = [read_metadata(bundle) for bundle in args.bundles]
+    model = ensemble(args.bundles, name=args.name or _ensemble_name(members))
+    first = members[0]
+    targets = {m.metrics.get("target_sensitivity") for m in members}
+    target = args.target_sensitivity
+    if target is None:
+        recorded = targets.pop() if len(targets) == 1 else None
+        target = float(recorded) if isinstance(recorded, (int, float)) else 0.97
+    training: dict[str, Any] = {
+        "command": shlex.join([_PROG, *args.argv]),
+        "ensemble_of": [str(Path(b)) for b in args.bundles],
+    }
+    metrics: dict[str, Any] = {}
+    if args.data_dir is None and args.dataset is None:
+        threshold = sum(m.threshold for m in members) / len(members)
+        _logger.warning(
+            "no --data-dir: the threshold is the mean of the members' thresholds (%.4f); the "
+            "ensemble's scores differ from each member's, so its sensitivity at that threshold "
+            "is unknown; pass --data-dir to choose it on validation data",
+            threshold,
+        )
+        training["threshold_from"] = "mean of the members' thresholds"
+        fraction, seed = _recorded_split(first)
+        if seed is not None:
+            training["seed"] = seed
+        if fraction is not None:
+            training["data"] = {"validation_fraction": fraction}
+    else:
+        splits = {_recorded_split(m) for m in members}
+        fraction, seed = _recorded_split(first)
+        if len(splits) > 1:
+            _logger.warning(
+                "the members were trained with different validation splits; the first one's "
+                "is used, so some validation patients may be training patients of other members"
+            )
+        fraction = args.validation_fraction if args.validation_fraction is not None else fraction
+        seed = args.seed if args.seed is not None else seed
+        fraction = 0.1 if fraction is None else fraction
+        seed = 0 if seed is None else seed
+        data = _load_data(
+            args,
+            image_size=first.image_size,
+            color_mode=first.color_mode,
+            batch_size=args.batch_size,
+            validation_fraction=fraction,
+            augment=False,
+            seed=seed,
+        )
+        report = evaluate(model, data, split="validation", batch_size=args.batch_size)
+        threshold = report.threshold_for(sensitivity=target)
+        report = report.at_threshold(threshold)
+        _logger.info("validation, threshold %.4f:\n%s", threshold, report.to_markdown())
+        metrics = _validation_metrics(report, target)
+        training["threshold_from"] = "validation"
+        training["seed"] = seed
+        training["data"] = {
+            "source": data.source,
+            "dataset": None if args.data_dir else args.dataset,
+            "data_dir": str(Path(args.data_dir).resolve()) if args.data_dir else None,
+            "validation_fraction": fraction,
+        }
+    save_model(
+        model,
+        out,
+        threshold=threshold,
+        class_names=first.class_names,
+        metrics=metrics,
+        training=training,
+        overwrite=args.overwrite,
+    )
+    _logger.info("saved %s: the mean of %d members (threshold %.4f)", out, len(members), threshold)
+    print(out)
+    return EXIT_OK
+
+
+def _ensemble_name(members: Sequence[Any]) -> str:
+    names = {m.model_name for m in members}
+    base = names.pop() if len(names) == 1 and None not in names else "ensemble"
+    return f"{base}-x{len(members)}"
+
+
+def _recorded_split(metadata: Any) -> tuple[float | None, int | None]:
+    """The validation fraction and seed a bundle's training record names, if any."""
+    training: dict[str, Any] = metadata.training if isinstance(metadata.training, dict) else {}
+    data = training.get("data")
+    data = data if isinstance(data, dict) else {}
+    fraction, seed = data.get("validation_fraction"), training.get("seed")
+    fraction = float(fraction) if isinstance(fraction, (int, float)) and 0 <= fraction < 1 else None
+    seed = seed if isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0 else None
+    return fraction, seed
+
+
+def _cmd_shift_report(args: argparse.Namespace) -> int:
+    from cxr_pneumonia.robustness import shift_report
+    from cxr_pneumonia.shifts import DEFAULT_SHIFTS, get_shift
+
+    names = list(DEFAULT_SHIFTS)
+    if args.shifts:
+        names = [name.strip() for name in args.shifts.split(",") if name.strip()]
+        for name in names:
+            get_shift(name)  # ValueError listing the shifts
+    if args.plot and Path(args.plot).suffix.lower() != ".png":
+        msg = f"--plot {args.plot}: give a PNG file name such as shifts.png"
+        raise ValueError(msg)
+    predictor = _load_predictor(args.bundle, batch_size=args.batch_size)
+    recorded_fraction, recorded_seed = _recorded_split(predictor.metadata)
+    fraction = args.validation_fraction
+    if fraction is None:
+        fraction = 0.1 if recorded_fraction is None else recorded_fraction
+    seed = args.seed if args.seed is not None else (recorded_seed or 0)
+    if args.split == "validation":
+        _logger.info("validation split: fraction %g, seed %d", fraction, seed)
+    data = _load_data(
+        args,
+        image_size=predictor.image_size,
+        color_mode=predictor.color_mode,
+        batch_size=args.batch_size,
+        validation_fraction=fraction,
+        augment=False,
+        seed=seed,
+    )
+    report = shift_report(
+        predictor,
+        data,
+        split=args.split,
+        threshold=args.threshold,
+        shifts=names,
+        batch_size=args.batch_size,
+        seed=seed,
+    )
+    if args.plot:
+        from cxr_pneumonia.plots import plot_shift_report
+
+        Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
+        plot_shift_report(report, args.plot)
+        _logger.info("plot written to %s", args.plot)
+    if args.format == "json":
+        print(json.dumps({"bundle": args.bundle, **report.to_dict()}, indent=2))
+    elif args.format == "markdown":
+        print(report.to_markdown())
+    else:
+        print(f"{args.bundle} on {data.source}, split {args.split}\n")
+        print(_shift_table(report))
+    return EXIT_OK
+
+
+def _shift_table(report: Any) -> str:
+    from cxr_pneumonia.robustness import SHIFT_METRICS
+
+    def number(value: float, base: float | None = None) -> str:
+        if value != value:  # NaN
+            return "n/a"
+        return f"{value:.4f}" if base is None else f"{value:.4f} ({value - base:+.3f})"
+
+    rows = [["shift", "strength", *SHIFT_METRICS]]
+    rows.append(["none", "", *(number(getattr(report.baseline, m)) for m in SHIFT_METRICS)])
+    for row in report.rows:
+        rows.append(
+            [
+                row.shift,
+                f"{row.strength:g}",
+                *(number(getattr(row, m), getattr(report.baseline, m)) for m in SHIFT_METRICS),
+            ]
+        )
+    lines = [
+        _table(rows),
+        "",
+        f"{report.n} images, threshold {report.threshold:.4f}; worst case:",
+    ]
+    for metric, row in report.worst_case.items():
+        lines.append(f"  {metric:<12} {number(getattr(row, metric))}  ({row.label})")
+    return "\n".join(lines)
 
 
 def _cmd_export(args: argparse.Namespace) -> int:

@@ -75,7 +75,7 @@ def fit_ensemble(
 
     Args:
         build_member: Builds one untrained member from its seed, e.g.
-            ``lambda seed: build_model("cnn-small", input_shape=(224, 224, 1))``
+            ``lambda seed: build_model("cnn-small", input_shape=(224, 224, 1), seed=seed)``
             (the global random seed is already set to it).
         data: The data, as for :func:`~cxr_pneumonia.fit`; every member uses it.
         members: How many members, at least 2.
@@ -101,7 +101,7 @@ def fit_ensemble(
 
     Example:
         >>> result = fit_ensemble(                                  # doctest: +SKIP
-        ...     lambda seed: build_model("cnn-small", input_shape=(224, 224, 1)),
+        ...     lambda seed: build_model("cnn-small", input_shape=(224, 224, 1), seed=seed),
         ...     data, members=3, epochs=25, tta=True, checkpoint_dir="runs/ens")
         >>> save_model(result.model, "bundles/ens", threshold=0.4)  # doctest: +SKIP
     """
@@ -133,19 +133,25 @@ def fit_ensemble(
             logger.info("member %d of %d: training with seed %d", k + 1, members, member_seed)
             keras.utils.set_random_seed(member_seed)
             model = build_member(member_seed)
+            options = dict(fit_options)
+            optimizer = options.get("optimizer")
+            if isinstance(optimizer, keras.optimizers.Optimizer) and k > 0:
+                # An optimizer holds its model's slots: each member gets a fresh copy.
+                options["optimizer"] = type(optimizer).from_config(optimizer.get_config())
             result = fit(
                 model,
                 data,
                 seed=member_seed,
                 checkpoint_dir=folder,
                 resume=resume,
-                **fit_options,
+                **options,
             )
             summary = {
                 "seed": member_seed,
                 "epochs_run": len(result.epochs),
                 "best_epoch": result.best_epoch,
                 "best_metrics": dict(result.best_metrics),
+                "kept_epoch": getattr(result, "kept_epoch", None),
                 "monitor": result.monitor,
                 "wall_time": round(result.wall_time, 1),
             }

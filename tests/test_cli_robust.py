@@ -1,0 +1,255 @@
+"""The command line of issue 11: ``shift-report``, ``ensemble`` and ``train --ensemble``."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from cxr_pneumonia.bundle import load_bundle, save_model
+from cxr_pneumonia.cli import main
+from cxr_pneumonia.data import load_dataset
+from cxr_pneumonia.evaluation import evaluate
+from cxr_pneumonia.models import build_model
+from cxr_pneumonia.predictor import Predictor
+from cxr_pneumonia.shifts import DEFAULT_SHIFTS
+from test_cli import write_tree
+
+SIZE = 32
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str | os.PathLike[str]) -> tuple[int, str, str]:
+    capsys.readouterr()
+    code = main([os.fspath(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("cli-robust")
+
+
+@pytest.fixture(scope="module")
+def data_dir(workspace: Path) -> Path:
+    return write_tree(workspace / "xrays")
+
+
+def spread_model(seed: int) -> keras.Model:
+    keras.utils.set_random_seed(seed)
+    model = build_model("cnn-small", input_shape=(SIZE, SIZE, 1), weights=None)
+    dense = model.get_layer("pneumonia")
+    kernel, bias = dense.get_weights()
+    dense.set_weights([kernel * 40.0, bias])
+    return model
+
+
+@pytest.fixture(scope="module")
+def bundle(workspace: Path) -> Path:
+    """A cnn-small bundle whose training record names its validation split."""
+    training = {"seed": 3, "data": {"validation_fraction": 0.34}}
+    return save_model(spread_model(1), workspace / "b1", threshold=0.45, training=training)
+
+
+def test_shift_report_table_json_markdown_and_plot(
+    capsys: pytest.CaptureFixture[str], bundle: Path, data_dir: Path, workspace: Path
+) -> None:
+    common = ["--data-dir", data_dir, "--cache-dir", workspace / "cache", "--no-progress"]
+    code, out, err = run(
+        capsys, "shift-report", bundle, *common, "--split", "test", "--shifts", "gamma,crop"
+    )
+    assert code == 0, err
+    assert f"{bundle} on {data_dir}, split test" in out
+    header = out.splitlines()[2]
+    assert header.startswith("shift")
+    assert "specificity" in header
+    assert len([line for line in out.splitlines() if line.startswith("gamma ")]) == 4
+    assert len([line for line in out.splitlines() if line.startswith("crop ")]) == 3
+    assert "12 images, threshold 0.4500; worst case:" in out
+
+    plot = workspace / "figures" / "shifts.png"
+    code, out, err = run(
+        capsys,
+        "shift-report",
+        bundle,
+        *common,
+        "--split",
+        "test",
+        "--shifts",
+        "jpeg",
+        "--format",
+        "json",
+        "--plot",
+        plot,
+    )
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["bundle"] == str(bundle)
+    assert report["split"] == "test"
+    assert report["threshold"] == 0.45
+    assert [(r["shift"], r["strength"]) for r in report["rows"]] == [
+        ("jpeg", q) for q in DEFAULT_SHIFTS["jpeg"]
+    ]
+    assert set(report["worst"]) == {"roc_auc", "sensitivity", "specificity", "accuracy"}
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    code, out, err = run(
+        capsys, "shift-report", bundle, *common, "--split", "test", "--shifts", "blur",
+        "--format", "markdown", "--threshold", "0.2",
+    )  # fmt: skip
+    assert code == 0, err
+    assert out.startswith("**12 images** (split test of")
+    assert "threshold 0.2000" in out
+    assert "| blur | 2 |" in out
+
+
+def test_shift_report_uses_the_bundles_validation_split(
+    capsys: pytest.CaptureFixture[str], bundle: Path, data_dir: Path, workspace: Path
+) -> None:
+    code, out, err = run(
+        capsys, "shift-report", bundle, "--data-dir", data_dir, "--cache-dir",
+        workspace / "cache", "--no-progress", "--shifts", "noise", "--format", "json",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "validation split: fraction 0.34, seed 3" in err
+    report = json.loads(out)
+    assert report["split"] == "validation"
+    assert report["seed"] == 3
+    assert 0 < report["n"] < 12
+
+
+def test_shift_report_refuses_unknown_shifts_and_bad_plot_names(
+    capsys: pytest.CaptureFixture[str], bundle: Path, data_dir: Path
+) -> None:
+    code, _, err = run(capsys, "shift-report", bundle, "--data-dir", data_dir, "--shifts", "fog")
+    assert code == 1
+    assert "unknown shift 'fog'; choose one of: gamma, contrast" in err
+    code, _, err = run(
+        capsys, "shift-report", bundle, "--data-dir", data_dir, "--plot", "shifts.pdf"
+    )
+    assert code == 1
+    assert "--plot shifts.pdf: give a PNG file name" in err
+
+
+# --- ensembles ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def second_bundle(workspace: Path) -> Path:
+    training = {"seed": 3, "data": {"validation_fraction": 0.34}}
+    return save_model(spread_model(2), workspace / "b2", threshold=0.25, training=training)
+
+
+def test_ensemble_of_bundles_without_data_takes_the_mean_threshold(
+    capsys: pytest.CaptureFixture[str], bundle: Path, second_bundle: Path, workspace: Path
+) -> None:
+    out = workspace / "mean-threshold"
+    code, stdout, err = run(capsys, "ensemble", bundle, second_bundle, "--out", out)
+    assert code == 0, err
+    assert stdout.strip() == str(out)
+    assert "no --data-dir: the threshold is the mean of the members' thresholds (0.3500)" in err
+    model, metadata = load_bundle(out)
+    assert metadata.threshold == pytest.approx(0.35)
+    assert metadata.model_name == "cnn-small-x2"
+    assert [m["source"] for m in metadata.members] == [str(bundle), str(second_bundle)]
+    assert metadata.training["threshold_from"] == "mean of the members' thresholds"
+    assert metadata.training["seed"] == 3  # the split a later shift-report should use
+    x = np.random.default_rng(0).integers(0, 256, (4, SIZE, SIZE, 1), dtype=np.uint8)
+    members = [load_bundle(b)[0] for b in (bundle, second_bundle)]
+    mean = np.mean([m.predict_on_batch(x) for m in members], axis=0)
+    np.testing.assert_allclose(model.predict_on_batch(x), mean, atol=1e-6)
+    # An existing bundle is kept unless --overwrite.
+    code, _, err = run(capsys, "ensemble", bundle, second_bundle, "--out", out)
+    assert code == 1
+    assert "already exists; pass --overwrite" in err
+
+
+def test_ensemble_with_data_chooses_the_threshold_on_validation(
+    capsys: pytest.CaptureFixture[str],
+    bundle: Path,
+    second_bundle: Path,
+    data_dir: Path,
+    workspace: Path,
+) -> None:
+    out = workspace / "validated"
+    code, _, err = run(
+        capsys, "ensemble", bundle, second_bundle, "--out", out, "--data-dir", data_dir,
+        "--cache-dir", workspace / "cache", "--no-progress", "--target-sensitivity", "0.8",
+    )  # fmt: skip
+    assert code == 0, err
+    model, metadata = load_bundle(out)
+    data = load_dataset(
+        data_dir=data_dir,
+        cache_dir=workspace / "cache",
+        image_size=(SIZE, SIZE),
+        validation_fraction=0.34,
+        seed=3,
+        augment=False,
+        progress=False,
+    )
+    report = evaluate(model, data, split="validation")
+    assert metadata.threshold == pytest.approx(report.threshold_for(sensitivity=0.8))
+    assert metadata.metrics["target_sensitivity"] == 0.8
+    assert metadata.metrics["val_n"] == report.n
+    assert metadata.training["threshold_from"] == "validation"
+    assert metadata.training["data"]["validation_fraction"] == 0.34
+
+
+def test_ensemble_refuses_members_that_do_not_match(
+    capsys: pytest.CaptureFixture[str], bundle: Path, workspace: Path
+) -> None:
+    keras.utils.set_random_seed(0)
+    wide = build_model("cnn-small", input_shape=(40, 40, 1), weights=None)
+    other = save_model(wide, workspace / "wide")
+    code, _, err = run(capsys, "ensemble", bundle, other, "--out", workspace / "bad")
+    assert code == 1
+    assert "has image size (40, 40) but member 0" in err
+    assert not (workspace / "bad").exists()
+    code, _, err = run(capsys, "ensemble", bundle, "--out", workspace / "bad")
+    assert code == 1
+    assert "at least two members; got 1" in err
+
+
+def test_train_ensemble_trains_k_seeds_and_saves_one_bundle(
+    capsys: pytest.CaptureFixture[str], data_dir: Path, workspace: Path
+) -> None:
+    out = workspace / "trained-x2"
+    code, _, err = run(
+        capsys, "train", "--data-dir", data_dir, "--cache-dir", workspace / "cache",
+        "--no-progress", "--image-size", str(SIZE), "--epochs", "1", "--batch-size", "4",
+        "--validation-fraction", "0.34", "--seed", "3", "--ensemble", "2", "--tta",
+        "--out", out,
+    )  # fmt: skip
+    assert code == 0, err
+    predictor = Predictor.load(out)
+    metadata = predictor.metadata
+    assert metadata.model_name == "cnn-small-x2"
+    assert metadata.training["ensemble"] == 2
+    assert metadata.training["member_seeds"] == [3, 4]
+    assert [m["training"]["seed"] for m in metadata.members] == [3, 4]
+    assert "val_roc_auc" in metadata.metrics
+    for k in range(2):
+        assert (Path(f"{out}.checkpoints") / f"member-{k}" / "bundle" / "metadata.json").is_file()
+    # The threshold is the ensemble's own, at the target sensitivity on validation.
+    data = load_dataset(
+        data_dir=data_dir,
+        cache_dir=workspace / "cache",
+        image_size=(SIZE, SIZE),
+        validation_fraction=0.34,
+        seed=3,
+        augment=False,
+        progress=False,
+    )
+    report = evaluate(predictor, data, split="validation")
+    assert metadata.threshold == pytest.approx(report.threshold_for(sensitivity=0.97))
+    # An ensemble bundle is an ordinary bundle for the other commands.
+    code, out_text, err = run(
+        capsys, "shift-report", out, "--data-dir", data_dir, "--cache-dir",
+        workspace / "cache", "--no-progress", "--shifts", "gamma", "--format", "json",
+    )  # fmt: skip
+    assert code == 0, err
+    assert json.loads(out_text)["threshold"] == pytest.approx(metadata.threshold)
