@@ -869,14 +869,15 @@ def _validation_metrics(report: Any, target: float) -> dict[str, Any]:
 
 
 def _cmd_ensemble(args: argparse.Namespace) -> int:
-    from cxr_pneumonia.bundle import read_metadata, save_model
+    from cxr_pneumonia.bundle import check_bundle_target, read_metadata, save_model
     from cxr_pneumonia.ensembles import ensemble
     from cxr_pneumonia.evaluation import evaluate
 
     out = Path(args.out)
-    if out.exists() and not args.overwrite:
+    if os.path.lexists(out) and not args.overwrite:
         msg = f"{out} already exists; pass --overwrite to replace it, or choose another --out"
         raise FileExistsError(msg)
+    check_bundle_target(out, overwrite=True)  # only a bundle may be overwritten
     members = [read_metadata(bundle) for bundle in args.bundles]
     model = ensemble(args.bundles, name=args.name or _ensemble_name(members))
     first = members[0]
