@@ -322,6 +322,26 @@ def test_predict_table_by_default(run: Run, bundle: Path, data_dir: Path) -> Non
         assert 0.0 <= float(probability) <= 1.0
 
 
+def test_predict_folder_reads_every_decodable_suffix_and_names_the_rest(
+    run: Run, bundle: Path, test_images: list[Path], tmp_path: Path
+) -> None:
+    from PIL import Image
+
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    pixels = np.asarray(Image.open(test_images[0]))
+    for suffix in (".jp2", ".j2k", ".jpe"):
+        Image.fromarray(pixels).save(folder / f"scan{suffix}")
+    (folder / "notes.txt").write_text("not an image")
+    code, out, err = run("predict", folder, "--model", bundle, "--format", "csv")
+    assert code == 0, err
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert sorted(Path(r["source"]).name for r in rows) == ["scan.j2k", "scan.jp2", "scan.jpe"]
+    assert all(r["error"] == "" for r in rows)
+    assert "notes.txt" in err
+    assert "not an image suffix" in err
+
+
 def test_predict_csv_matches_the_predictor(run: Run, bundle: Path, test_images: list[Path]) -> None:
     code, out, err = run("predict", *test_images[:3], "--model", bundle, "--format", "csv")
     assert code == 0, err

@@ -528,21 +528,17 @@ def _load_predictor(bundle: str | None, *, batch_size: int = 32) -> Any:
 
 def _expand_inputs(patterns: Sequence[str]) -> tuple[list[str], list[tuple[str, str]]]:
     """Return the files to predict and ``(pattern, reason)`` for patterns that gave none."""
-    from cxr_pneumonia.images import IMAGE_EXTENSIONS
-
-    def is_image(path: Path) -> bool:
-        return (
-            path.is_file()
-            and path.suffix.lower() in IMAGE_EXTENSIONS
-            and not path.name.startswith(".")
-        )
+    from cxr_pneumonia.images import IMAGE_EXTENSIONS, find_image_files
 
     found: list[str] = []
     failed: list[tuple[str, str]] = []
     for pattern in patterns:
         path = Path(pattern)
         if path.is_dir():
-            images = [str(p) for p in sorted(path.rglob("*")) if is_image(p)]
+            paths, skipped = find_image_files(path)
+            images = [str(p) for p in paths]
+            for skipped_path, reason in skipped:
+                _logger.warning("skipped %s: %s", skipped_path, reason)
             if not images:
                 extensions = ", ".join(sorted(IMAGE_EXTENSIONS))
                 failed.append((pattern, f"no image files in this folder (suffixes: {extensions})"))

@@ -45,6 +45,7 @@ import functools
 import importlib
 import io
 import os
+import stat
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -64,6 +65,7 @@ __all__ = [
     "channels_for",
     "check_color_mode",
     "check_image_size",
+    "find_image_files",
     "load_image",
     "prepare_image",
     "resize_image",
@@ -81,11 +83,6 @@ DEFAULT_MAX_PIXELS = 50_000_000
 """Largest image (width x height) decoded by default; larger ones are refused
 *before* decoding, which defeats decompression bombs. A chest radiograph is at
 most about 4,300 x 4,300 = 18.5 M pixels."""
-
-IMAGE_EXTENSIONS: frozenset[str] = frozenset(
-    {".jpeg", ".jpg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".dcm", ".dicom"}
-)
-"""File suffixes (lower case) treated as images when scanning folders."""
 
 _DICOM_SUFFIXES = frozenset({".dcm", ".dicom"})
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
@@ -362,7 +359,7 @@ def _read_bytes(source: ImageInput, label: str) -> bytes:
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         try:
-            return path.read_bytes()
+            return _read_regular_file(path, label)
         except FileNotFoundError:
             raise _invalid(label, "no such file") from None
         except IsADirectoryError:
@@ -391,6 +388,34 @@ def _read_bytes(source: ImageInput, label: str) -> bytes:
     raise _invalid(label, msg)
 
 
+def _read_regular_file(path: Path, label: str) -> bytes:
+    """The bytes of ``path``, refusing anything but a regular file *before* reading it.
+
+    A FIFO would block ``open`` or ``read`` forever and a device (``/dev/zero``)
+    never ends: the type is checked with ``stat`` first, then the file is opened
+    non-blocking and checked again with ``fstat`` (it may have been swapped).
+    """
+    kind = _not_regular(path)
+    if kind == "folder":
+        raise IsADirectoryError(path)
+    if kind:
+        raise _invalid(label, f"is a {kind}, not a regular file; refusing to read it")
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    fd = os.open(path, flags)
+    try:
+        kind = _file_kind(os.fstat(fd).st_mode)
+        if kind == "folder":
+            raise IsADirectoryError(path)
+        if kind:
+            raise _invalid(label, f"is a {kind}, not a regular file; refusing to read it")
+        with os.fdopen(fd, "rb") as handle:
+            fd = -1  # owned by the handle now
+            return handle.read()
+    finally:
+        if fd >= 0:
+            os.close(fd)
+
+
 def _check_pixels(size: tuple[int, int], max_pixels: int | None, label: str) -> None:
     width, height = size
     if width <= 0 or height <= 0:
@@ -411,6 +436,93 @@ def _formats() -> tuple[str, ...]:
         with contextlib.suppress(ImportError):  # a Pillow built without it
             importlib.import_module(f"PIL.{plugin}")
     return tuple(fmt for fmt in _FORMATS if fmt in Image.OPEN)
+
+
+def _image_extensions() -> frozenset[str]:
+    """The suffixes Pillow registers for the allowed formats, and DICOM's."""
+    formats = set(_formats())
+    registered = {
+        ext.lower() for ext, fmt in Image.registered_extensions().items() if fmt in formats
+    }
+    return frozenset(registered | _DICOM_SUFFIXES)
+
+
+IMAGE_EXTENSIONS: frozenset[str] = _image_extensions()
+"""File suffixes (lower case) treated as images when scanning folders.
+
+Derived from what the decoder reads: every suffix Pillow registers for an
+allowed format (JPEG, PNG, BMP, TIFF, WebP, GIF, PPM/PGM, JPEG 2000: ``.jpg``,
+``.jpe``, ``.jfif``, ``.jp2``, ``.j2k``, ``.pgm``, ...) plus ``.dcm`` and
+``.dicom``. Every folder scan (:func:`find_image_files`, ``load_dataset``,
+``cxr-pneumonia predict FOLDER``) uses this one set."""
+
+
+def find_image_files(folder: str | os.PathLike[str]) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """The image files below ``folder``, and the files skipped with the reason.
+
+    Walks ``folder`` recursively in sorted order; hidden entries (a leading
+    ``.``) and macOS ``__MACOSX`` / Windows ``Thumbs.db`` / ``desktop.ini``
+    debris are ignored silently. A file is an image when its suffix is in
+    :data:`IMAGE_EXTENSIONS` and it is a regular file: a FIFO, socket or
+    device with an image suffix is skipped (reading it could block forever),
+    and so is a file with any other suffix; both are returned in ``skipped``
+    so that the caller can name them.
+
+    Args:
+        folder: The folder to scan.
+
+    Returns:
+        ``(images, skipped)``: sorted paths, and ``(path, reason)`` pairs.
+    """
+    images: list[Path] = []
+    skipped: list[tuple[Path, str]] = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = sorted(name for name in dirnames if not _is_junk(name))
+        for name in sorted(filenames):
+            if _is_junk(name):
+                continue
+            path = Path(dirpath, name)
+            suffix = path.suffix.lower()
+            if suffix not in IMAGE_EXTENSIONS:
+                skipped.append((path, f"suffix {suffix or '(none)'!r} is not an image suffix"))
+                continue
+            kind = _not_regular(path)
+            if kind:
+                skipped.append((path, f"is a {kind}, not a regular file"))
+                continue
+            images.append(path)
+    return images, skipped
+
+
+_JUNK_NAMES = frozenset({"__macosx", "thumbs.db", "desktop.ini"})
+
+
+def _is_junk(name: str) -> bool:
+    return name.startswith(".") or name.lower() in _JUNK_NAMES
+
+
+def _not_regular(path: str | os.PathLike[str]) -> str:
+    """What a non-regular file is (``"FIFO"``, ...), ``""`` for a regular file."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return ""  # missing or unreadable: reported by whoever opens it
+    return _file_kind(mode)
+
+
+def _file_kind(mode: int) -> str:
+    if stat.S_ISREG(mode):
+        return ""
+    for test, kind in (
+        (stat.S_ISDIR, "folder"),
+        (stat.S_ISFIFO, "FIFO (named pipe)"),
+        (stat.S_ISSOCK, "socket"),
+        (stat.S_ISCHR, "character device"),
+        (stat.S_ISBLK, "block device"),
+    ):
+        if test(mode):
+            return kind
+    return "special file"
 
 
 def _open_encoded(

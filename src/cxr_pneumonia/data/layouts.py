@@ -45,7 +45,7 @@ import numpy as np
 
 from cxr_pneumonia.data.splits import CLASS_NAMES
 from cxr_pneumonia.exceptions import DatasetLayoutError
-from cxr_pneumonia.images import IMAGE_EXTENSIONS
+from cxr_pneumonia.images import IMAGE_EXTENSIONS, find_image_files
 
 __all__ = [
     "LAYOUTS",
@@ -82,6 +82,8 @@ _MAX_DEPTH = 3
 """How many folder levels below ``root`` are searched for a layout."""
 _MAX_LISTED = 20
 """How many entries an error message lists at most."""
+_SHOWN_SKIPPED = 5
+"""How many skipped file names the warning about them lists."""
 
 
 class UnparsedPatientWarning(UserWarning):
@@ -368,6 +370,7 @@ def _collect(folder: Path, splits: Mapping[str, Path]) -> DatasetFiles:
         }
     files: dict[str, tuple[Path, ...]] = {}
     labels: dict[str, np.ndarray] = {}
+    skipped: list[tuple[Path, str]] = []
     for output, split_folders in sources.items():
         if not split_folders:
             continue
@@ -379,7 +382,7 @@ def _collect(folder: Path, splits: Mapping[str, Path]) -> DatasetFiles:
                 logger.warning("ignoring folders %s in %s: not a class", extra, split_folder)
             for label, name in enumerate(CLASS_NAMES):
                 class_folder = sub[name.lower()]
-                images = _images_in(class_folder)
+                images = _images_in(class_folder, skipped)
                 if not images:
                     msg = (
                         f"class folder {str(class_folder)!r} holds no image files "
@@ -390,22 +393,32 @@ def _collect(folder: Path, splits: Mapping[str, Path]) -> DatasetFiles:
         pairs.sort(key=lambda pair: (pair[1], str(pair[0])))
         files[output] = tuple(path for path, _ in pairs)
         labels[output] = np.array([label for _, label in pairs], dtype=np.int32)
+    _report_skipped(skipped, folder)
     result = DatasetFiles(root=folder, layout=layout, files=files, labels=labels)
     logger.debug("found %r", result)
     return result
 
 
-def _images_in(folder: Path) -> list[Path]:
-    """Image files anywhere below ``folder``, junk skipped."""
-    images: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = sorted(name for name in dirnames if not _is_junk(name))
-        images.extend(
-            Path(dirpath, name)
-            for name in filenames
-            if not _is_junk(name) and Path(name).suffix.lower() in IMAGE_EXTENSIONS
-        )
+def _images_in(folder: Path, skipped: list[tuple[Path, str]]) -> list[Path]:
+    """Image files anywhere below ``folder``, junk ignored; other files added to ``skipped``."""
+    images, passed_over = find_image_files(folder)
+    skipped.extend(passed_over)
     return images
+
+
+def _report_skipped(skipped: list[tuple[Path, str]], root: Path) -> None:
+    if not skipped:
+        return
+    shown = "; ".join(f"{path} ({reason})" for path, reason in skipped[:_SHOWN_SKIPPED])
+    more = f"; and {len(skipped) - _SHOWN_SKIPPED} more" if len(skipped) > _SHOWN_SKIPPED else ""
+    logger.warning(
+        "skipped %d file(s) in %s that are not image files (accepted suffixes: %s): %s%s",
+        len(skipped),
+        root,
+        ", ".join(sorted(IMAGE_EXTENSIONS)),
+        shown,
+        more,
+    )
 
 
 def _relative(folder: Path, start: Path) -> str:
