@@ -454,3 +454,42 @@ def test_not_an_archive_is_a_download_error(tmp_path: Path) -> None:
     with pytest.raises(DownloadError, match="neither a zip nor a tar"):
         extract_archive(fake, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("filename", "members"),
+    [
+        ("ChestXRay2017.zip", {"chest_xray/ok.txt": b"ok", "../evil.txt": b"evil"}),
+        ("ChestXRay2017.zip", {"/tmp/evil-abs.txt": b"evil"}),
+        ("ChestXRay2017.tar.gz", [tar_member("link", type_=tarfile.SYMTYPE, linkname="/etc")]),
+        ("ChestXRay2017.tar.gz", [tar_member("hard", type_=tarfile.LNKTYPE, linkname="../e")]),
+    ],
+    ids=["dotdot", "absolute", "symlink", "hardlink"],
+)
+def test_a_refused_archive_leaves_the_cache_so_a_retry_works(
+    http_server: LocalHTTPServer,
+    cache: Path,
+    tmp_path: Path,
+    make_xray: Callable[..., np.ndarray],
+    filename: str,
+    members: dict[str, bytes] | list[tarfile.TarInfo],
+) -> None:
+    bad = tmp_path / filename
+    if isinstance(members, dict):
+        write_zip(bad, members)
+    else:
+        write_tar(bad, [tar_member("chest_xray/ok.txt"), *members])
+    source = serve(http_server, filename, bad.read_bytes(), known_hash=None, name="kermany2018")
+    with pytest.raises(DownloadError, match=r"refusing to extract.*Removed the cached download"):
+        ensure_local(source, cache_dir=cache, progress=False)
+    folder = cache / "downloads" / "kermany2018"
+    assert [name for name in files_in(folder) if not name.startswith(".")] == []
+
+    # The server is fixed: the retry downloads, records and extracts the good archive.
+    good = kermany_zip(make_xray)
+    fixed = serve(http_server, "ChestXRay2017.zip", good, known_hash=None, name="kermany2018")
+    root = ensure_local(fixed, cache_dir=cache, progress=False)
+    assert (root / "chest_xray" / "train" / "NORMAL").is_dir()
+    record = folder / "ChestXRay2017.zip.sha256"
+    assert record.read_text().split()[0] == hashlib.sha256(good).hexdigest()
+    assert http_server.hits["file_downloaded"] == 2

@@ -164,7 +164,9 @@ def ensure_local(
 
     Raises:
         UnknownDatasetError: If ``source`` is a name that is not registered.
-        DownloadError: As :func:`fetch`, or if the archive is corrupt or unsafe.
+        DownloadError: As :func:`fetch`, or if the archive is corrupt or unsafe
+            (the cached archive and its trust-on-first-use hash record are then
+            removed, so that a retry against a fixed server starts afresh).
         CacheError: If the cache folder can't be created or written.
     """
     if isinstance(source, str):
@@ -172,7 +174,23 @@ def ensure_local(
     path = fetch(source, cache_dir=cache_dir, progress=progress, retries=retries)
     if source.kind == "npz":
         return path
-    return extract_archive(path, path.with_name(_archive_stem(path.name)))
+    try:
+        return extract_archive(path, path.with_name(_archive_stem(path.name)))
+    except DownloadError as exc:
+        # The downloaded archive itself is refused (an unsafe member, corrupt, not an
+        # archive): keeping it, with the hash record trusting it, would fail the same way
+        # on every retry. Both are ours (in the download cache), so remove both.
+        record = path.with_name(path.name + ".sha256")
+        _remove(path)
+        removed = [str(path)]
+        if source.known_hash is None:
+            _remove(record)
+            removed.append(str(record))
+        msg = (
+            f"{exc} Removed the cached download ({', '.join(removed)}), so that the next "
+            "call downloads it again."
+        )
+        raise DownloadError(msg) from exc
 
 
 def extract_archive(path: str | os.PathLike[str], dest: str | os.PathLike[str]) -> Path:
