@@ -180,3 +180,37 @@ def test_weights_digest_identifies_weights() -> None:
     a, b = member(1), member(1)
     assert weights_sha256(a) == weights_sha256(b)
     assert weights_sha256(a) != weights_sha256(member(2))
+
+
+def test_grad_cam_averages_the_members_heatmaps(members: list[keras.Model], tmp_path: Path) -> None:
+    path = save_model(ensemble(members[:2]), tmp_path / "ens")
+    predictor = Predictor.load(path)
+    image = synthetic_xray(1, 48, seed=4)  # another size than the model's: heatmap at 48 x 48
+    result = predictor.explain(image)
+    assert result.heatmap.shape == (48, 48)
+    assert len(result.layers) == 2
+    first, second = result.layers
+    stage = first.split("/")[-1]
+    assert first == f"member_0/{stage}"
+    assert second == f"member_1/cnn-small/{stage}"  # inside the flip-TTA wrapper's model
+    assert result.layer == f"{first}, {second}"
+    one = predictor.explain(image, layer=first).heatmap
+    two = predictor.explain(image, layer=second).heatmap
+    assert not np.allclose(one, two, atol=0.05)  # the members look at different things
+    mean = (one + two) / 2
+    np.testing.assert_allclose(result.heatmap, mean / mean.max(), atol=1e-5)
+    assert float(result.heatmap.max()) == pytest.approx(1.0)
+    # A member's name means its last convolutional stage; a list is averaged.
+    assert predictor.explain(image, layer="member_1").layers == (second,)
+    listed = predictor.explain(image, layer=["member_0", "member_1"])
+    np.testing.assert_allclose(listed.heatmap, result.heatmap, atol=1e-6)
+    # A bare in-memory ensemble explains the same way (its members are in its layer config).
+    from cxr_pneumonia.predictor import explain
+
+    assert explain(ensemble(members[:2]), image).layers == result.layers
+    assert predictor.explain(image, layer="cnn-small").layers == (second,)
+    two_tta = Predictor(ensemble([members[1], member(5, tta=True)]))
+    with pytest.raises(ValueError, match="'cnn-small' names several sub-models"):
+        two_tta.explain(image, layer="cnn-small")
+    with pytest.raises(ValueError, match="empty list"):
+        predictor.explain(image, layer=[])

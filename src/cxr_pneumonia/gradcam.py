@@ -170,9 +170,14 @@ def layer_paths(model: keras.Model, layers: str | Sequence[str] | None) -> tuple
 def resolve_layer(model: keras.Model, name: str | None) -> str:
     """The path of the layer Grad-CAM uses: ``name``, or the last convolutional stage.
 
+    ``name`` may also name a model nested in ``model`` (``"member_0"``, or a
+    path such as ``"member_0/cnn-small"``): then the last convolutional stage
+    *inside* that sub-model is used, as for an ensemble's members.
+
     Args:
         model: A Keras model.
-        name: A layer name or ``"outer/inner"`` path; ``None`` for the default.
+        name: A layer name or ``"outer/inner"`` path, or a nested model's name
+            or path; ``None`` for the default.
 
     Returns:
         The layer's full path.
@@ -294,6 +299,34 @@ def _flat_layers(model: Any, prefix: str = "") -> list[tuple[str, Any]]:
     return result
 
 
+def _nested_model_path(model: Any, name: str, flat: list[tuple[str, Any]]) -> str | None:
+    """The path of the nested model ``name`` names (a path or a unique name), else ``None``."""
+    nested = _nested_model_paths(model)
+    if name in nested:
+        return name
+    if any(p == name or layer.name == name for p, layer in flat):
+        return None  # a layer of that name wins
+    candidates = [path for path, short in nested.items() if short == name]
+    if len(candidates) > 1:
+        msg = (
+            f"{name!r} names several sub-models of {model.name!r}; use one of: "
+            f"{', '.join(candidates)}"
+        )
+        raise ValueError(msg)
+    return candidates[0] if candidates else None
+
+
+def _nested_model_paths(model: Any, prefix: str = "") -> dict[str, str]:
+    """``{path: name}`` of every model nested in ``model``, at any depth."""
+    result: dict[str, str] = {}
+    for layer in model.layers:
+        if _is_model(layer):
+            path = f"{prefix}{layer.name}"
+            result[path] = layer.name
+            result.update(_nested_model_paths(layer, prefix=f"{path}/"))
+    return result
+
+
 def _output_rank(layer: Any) -> int | None:
     try:
         return len(layer.output.shape)
@@ -318,6 +351,13 @@ def _resolve_layer(model: Any, name: str | None) -> tuple[str, Any]:
         found = _default_layer(flat)
         if found is None:
             msg = f"model {model.name!r} has no convolutional layer; Grad-CAM needs one"
+            raise ValueError(msg)
+        return found
+    prefix = _nested_model_path(model, name, flat)
+    if prefix is not None:
+        found = _default_layer([(p, layer) for p, layer in flat if p.startswith(f"{prefix}/")])
+        if found is None:
+            msg = f"the sub-model {prefix!r} of {model.name!r} has no convolutional layer"
             raise ValueError(msg)
         return found
     matches = [(p, layer) for p, layer in flat if p == name]

@@ -119,13 +119,17 @@ class Explanation:
         overlay: The input image (RGB) with the heatmap blended in a jet
             colormap.
         layer: Name of the layer whose activations were used (``"outer/inner"``
-            for a layer inside a nested model).
+            for a layer inside a nested model); when several layers were
+            averaged (an ensemble's members), their names joined by ``", "``.
+        layers: Every layer whose heatmap was averaged, in order (one for a
+            single model, one per member for an ensemble).
     """
 
     prediction: Prediction
     heatmap: np.ndarray = field(repr=False, compare=False)
     overlay: Image.Image = field(repr=False, compare=False)
     layer: str
+    layers: tuple[str, ...] = ()
 
 
 class Predictor:
@@ -369,7 +373,11 @@ class Predictor:
         return np.concatenate(chunks)
 
     def explain(
-        self, x: ImageInput, *, layer: str | None = None, alpha: float = 0.4
+        self,
+        x: ImageInput,
+        *,
+        layer: str | Sequence[str] | None = None,
+        alpha: float = 0.4,
     ) -> Explanation:
         """Grad-CAM heatmap for one image.
 
@@ -378,11 +386,20 @@ class Predictor:
         ``1 - p`` otherwise), computed by :func:`cxr_pneumonia.gradcam.grad_cam`
         on the very batch that was scored.
 
+        For an ensemble (a bundle whose metadata lists ``members``), the
+        default is one heatmap per member, each from the last convolutional
+        stage inside that member's sub-model (the gradient of the ensemble's
+        output), resized to the image, and their mean (peak scaled to 1):
+        every member counts the same whatever its activations' scale.
+
         Args:
             x: One image input (path, bytes, binary file object, PIL image,
                 array, DICOM file).
             layer: Name of a layer with 4-D output (``"inner"`` or
-                ``"outer/inner"``); default: the last convolutional stage.
+                ``"outer/inner"``), or of a nested model (its last
+                convolutional stage), or a list of them whose heatmaps are
+                averaged; default: the last convolutional stage, or each
+                member's for an ensemble.
             alpha: Opacity of the heat colors in the overlay, in ``[0, 1]``.
 
         Returns:
@@ -401,7 +418,16 @@ class Predictor:
         if not 0.0 <= float(alpha) <= 1.0:
             msg = f"alpha must be in [0, 1], got {alpha!r}"
             raise ValueError(msg)
-        path = resolve_layer(self.model, layer)
+        if layer is None and self.metadata.members:
+            names: list[str | None] = [str(m["layer"]) for m in self.metadata.members]
+        elif layer is None or isinstance(layer, str):
+            names = [layer]
+        else:
+            names = list(layer)
+            if not names:
+                msg = "layer is an empty list; name at least one layer, or pass None"
+                raise ValueError(msg)
+        paths = tuple(resolve_layer(self.model, name) for name in names)
         data, name = _rereadable(x)
         original = load_image(
             data, color_mode=self.color_mode, max_pixels=self.max_pixels, name=name
@@ -411,13 +437,25 @@ class Predictor:
         prediction = self._prediction(probability, self.threshold, name if name is not None else 0)
         positive = prediction.label == self.class_names[self._positive]
         class_index = self._positive if positive else self._negative
-        cam = grad_cam(self.model, batch, class_index=class_index, layer=path)[0]
-        heatmap = resize_heatmap(cam, original.shape[:2])
+        heatmaps = [
+            resize_heatmap(
+                grad_cam(self.model, batch, class_index=class_index, layer=path)[0],
+                original.shape[:2],
+            )
+            for path in paths
+        ]
+        heatmap = heatmaps[0]
+        if len(heatmaps) > 1:
+            heatmap = np.mean(heatmaps, axis=0).astype(np.float32)
+            peak = float(heatmap.max())
+            if peak > 0:
+                heatmap = (heatmap / peak).astype(np.float32)
         return Explanation(
             prediction=prediction,
             heatmap=heatmap,
             overlay=overlay(original, heatmap, alpha=float(alpha)),
-            layer=path,
+            layer=", ".join(paths),
+            layers=paths,
         )
 
     def feature_maps(
@@ -544,14 +582,14 @@ def explain(
     model_or_predictor: Predictor | keras.Model,
     x: ImageInput,
     *,
-    layer: str | None = None,
+    layer: str | Sequence[str] | None = None,
     alpha: float = 0.4,
 ) -> Explanation:
     """Grad-CAM heatmap for one image; see :meth:`Predictor.explain`.
 
     The heatmap shows the evidence for the *predicted* class (the gradient of
     the PNEUMONIA probability ``p`` when the label is PNEUMONIA, of ``1 - p``
-    otherwise).
+    otherwise). For an ensemble it is the mean of its members' heatmaps.
 
     Args:
         model_or_predictor: A :class:`Predictor` (preferred: it knows the input
@@ -560,7 +598,9 @@ def explain(
         x: One image input (path, bytes, binary file object, PIL image, array,
             DICOM file).
         layer: Name of a layer with 4-D output (``"inner"`` or
-            ``"outer/inner"``); default: the last convolutional stage.
+            ``"outer/inner"``), of a nested model, or a list of them
+            (averaged); default: the last convolutional stage (each member's
+            for an ensemble).
         alpha: Opacity of the heat colors in the overlay, in ``[0, 1]``.
 
     Returns:
