@@ -520,10 +520,8 @@ def _sha256(path: Path) -> str:
 class EpochCSVLogger(keras.callbacks.CSVLogger):
     """Keras' ``CSVLogger`` with 1-based epoch numbers, as every other output of this package.
 
-    Args:
-        filename: The CSV file.
-        separator: Column separator.
-        append: Append to an existing file (for resumed runs) instead of overwriting it.
+    It takes ``CSVLogger``'s arguments: ``filename``, ``separator`` and
+    ``append`` (append to an existing file, for resumed runs).
     """
 
     def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
