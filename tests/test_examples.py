@@ -297,13 +297,13 @@ def test_docs_figure_script(
     image_file: Path,
     tmp_path: Path,
 ) -> None:
-    """``docs/make_figures.py`` draws the model card's figures of a bundle."""
+    """``scripts/make_figures.py`` draws the model card's figures of a bundle."""
     pytest.importorskip("matplotlib")
     out, _ = bundle
     figures = tmp_path / "figures"
     command = [
         sys.executable,
-        EXAMPLES.parent / "docs" / "make_figures.py",
+        EXAMPLES.parent / "scripts" / "make_figures.py",
         "--model",
         out,
         "--data-dir",
@@ -326,5 +326,6 @@ def test_docs_figure_script(
         "calibration.png",
         "training-history.png",
         "gradcam-xray.png",
+        "feature-maps-xray.png",
     }
     assert {p.name for p in figures.iterdir()} == expected

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import struct
 import sys
 from collections.abc import Callable
@@ -133,6 +134,51 @@ def test_plot_feature_maps(tmp_path: Path) -> None:
         plots.plot_feature_maps({})
     with pytest.raises(ValueError, match=r"\(H, W, C\)"):
         plots.plot_feature_maps({"dense": np.zeros((2, 3, 4, 5))})
+
+
+def _label_boxes(figure: Figure) -> list:
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    return [
+        (text.get_text(), text.get_window_extent(renderer))
+        for text in figure.findobj(match=lambda o: hasattr(o, "get_text"))
+        if getattr(text, "get_text", None) and text.get_text() and text.get_visible()
+    ]
+
+
+def test_feature_map_row_labels_fit_and_do_not_overlap() -> None:
+    rng = np.random.default_rng(0)
+    names = [f"cnn-small/stage{i}_block2_depthwise_conv_long_name" for i in range(4)]
+    maps = {name: rng.random((6, 6, 3), dtype=np.float32) for name in names}
+    figure = plots.plot_feature_maps(maps, max_channels=3)
+    boxes = dict(_label_boxes(figure))
+    width, height = figure.bbox.width, figure.bbox.height
+    labels = [boxes[f"{name}  (3 of 3 channels)"] for name in names]
+    for box in labels:  # whole, inside the figure
+        assert box.x0 >= 0
+        assert box.x1 <= width
+        assert box.y0 >= 0
+        assert box.y1 <= height
+    for first, second in itertools.combinations(labels, 2):
+        assert not first.overlaps(second)
+
+
+def test_plot_gradcam_shows_label_probability_and_colour_bar(tmp_path: Path) -> None:
+    from PIL import Image
+
+    explanation = SimpleNamespace(
+        prediction=SimpleNamespace(label="PNEUMONIA", probability=0.8731, threshold=0.4092),
+        overlay=Image.new("RGB", (40, 30), (10, 200, 30)),
+        heatmap=np.zeros((30, 40), dtype=np.float32),
+        layer="cnn-small/stage3",
+    )
+    path = tmp_path / "gradcam.png"
+    figure = plots.plot_gradcam(explanation, path, title="person1.jpeg")
+    texts = [text for text, _ in _label_boxes(figure)]
+    assert "person1.jpeg\nPNEUMONIA: P(PNEUMONIA) = 0.873, threshold 0.409" in texts
+    assert "Grad-CAM weight (relative)" in texts
+    assert len(figure.axes) == 2  # the image and its colour bar
+    png_size(path)
 
 
 def test_curves_need_both_classes() -> None:

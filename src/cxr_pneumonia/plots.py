@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
+    from cxr_pneumonia import Explanation
     from cxr_pneumonia.evaluation import EvaluationReport
     from cxr_pneumonia.robustness import ShiftReport
 
@@ -34,6 +35,7 @@ __all__ = [
     "plot_calibration",
     "plot_confusion_matrix",
     "plot_feature_maps",
+    "plot_gradcam",
     "plot_history",
     "plot_precision_recall",
     "plot_roc",
@@ -398,19 +400,76 @@ def plot_feature_maps(
             raise ValueError(msg)
         layers.append((str(name), array))
     columns = min(max_channels, max(a.shape[-1] for _, a in layers))
-    figure = _new_figure(1.1 * columns + 0.6, 1.3 * len(layers))
-    axes = figure.subplots(len(layers), columns, squeeze=False)
-    for row, (name, array) in enumerate(layers):
-        for col in range(columns):
-            ax = axes[row, col]
+    # One sub-figure per layer, its name as a title above the row: long names
+    # ("cnn-small/stage3_block2_conv") are never cut off and never overlap.
+    titles = [
+        f"{name}  ({min(columns, a.shape[-1])} of {a.shape[-1]} channels)" for name, a in layers
+    ]
+    longest = max(len(title) for title in titles)  # about 0.08 inch a character at 9 points
+    figure = _new_figure(max(4.0, 1.1 * columns, 0.08 * longest + 0.3), 1.55 * len(layers))
+    rows = figure.subfigures(len(layers), 1, squeeze=False)[:, 0]
+    for subfigure, (_, array), title in zip(rows, layers, titles, strict=True):
+        channels = array.shape[-1]
+        subfigure.suptitle(title, x=0.0, ha="left", fontsize=9)
+        axes = subfigure.subplots(1, columns, squeeze=False)[0]
+        for col, ax in enumerate(axes):
             ax.set_xticks([])
             ax.set_yticks([])
-            if col >= array.shape[-1]:
+            if col >= channels:
                 ax.set_visible(False)
                 continue
             ax.imshow(array[..., col], cmap="viridis")
-            if col == 0:
-                ax.set_ylabel(name, fontsize=8)
+    return _finish(figure, path)
+
+
+def plot_gradcam(
+    explanation: Explanation,
+    path: PathLike | None = None,
+    *,
+    title: str | None = None,
+) -> Figure:
+    """Draw a Grad-CAM explanation: the overlay, its colour scale, the prediction.
+
+    The title gives the predicted label, the probability of PNEUMONIA and the
+    threshold; a colour bar reads the heat colours (0: the layer's activations
+    did not push towards the predicted class, 1: they pushed most).
+
+    Args:
+        explanation: From ``explain`` (or ``Predictor.explain``).
+        path: Where to save the figure as a PNG; ``None`` saves nothing.
+        title: A first title line, e.g. the file name; ``None`` for none.
+
+    Returns:
+        The matplotlib ``Figure``.
+
+    Raises:
+        ImportError: If matplotlib is not installed.
+    """
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import ListedColormap, Normalize
+
+    from cxr_pneumonia.explain import jet_colormap  # the overlay's own colours
+
+    prediction = explanation.prediction
+    overlay = np.asarray(explanation.overlay)
+    height, width = overlay.shape[:2]
+    side = 4.2
+    figure = _new_figure(side * width / height + 1.0, side + 0.7)
+    ax = figure.subplots()
+    ax.imshow(overlay)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    lines = [title] if title else []
+    probability = "n/a" if prediction.probability is None else f"{prediction.probability:.3f}"
+    lines.append(
+        f"{prediction.label}: P(PNEUMONIA) = {probability}, threshold {prediction.threshold:.3f}"
+    )
+    ax.set_title("\n".join(lines), fontsize=10)
+    ax.set_xlabel(f"Grad-CAM of layer {explanation.layer}", fontsize=8)
+    colours = ListedColormap(jet_colormap(np.linspace(0.0, 1.0, 256)) / 255.0)
+    scale = ScalarMappable(norm=Normalize(0.0, 1.0), cmap=colours)
+    bar = figure.colorbar(scale, ax=ax, fraction=0.046, pad=0.03)
+    bar.set_label("Grad-CAM weight (relative)", fontsize=8)
     return _finish(figure, path)
 
 
