@@ -287,3 +287,38 @@ def test_the_checker_catches_gaps() -> None:
         "raises but has no Raises section",
     ]
     assert problems_of_function(documented) == []
+
+
+SPHINX_ROLE = re.compile(r":(func|meth|class|attr|data|mod|exc|obj):`")
+
+
+def _docstrings() -> Iterator[tuple[str, int, str]]:
+    root = DOCS.parent
+    for path in sorted((root / "src" / "cxr_pneumonia").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (
+                isinstance(node, ast.Expr)
+                and isinstance(node.value, ast.Constant)
+                and isinstance(node.value.value, str)
+            ):
+                yield str(path.relative_to(root)), node.lineno, node.value.value
+
+
+def test_docstrings_use_mkdocstrings_cross_references_and_examples_sections() -> None:
+    """The site renders Markdown: Sphinx roles show literally, ``Example:`` as a blockquote."""
+    found = [
+        f"{path}:{line}: {problem}"
+        for path, line, text in _docstrings()
+        for problem in (
+            *(
+                f"Sphinx role {m.group(0)}...` (write [`name`][cxr_pneumonia.module.name])"
+                for m in SPHINX_ROLE.finditer(text)
+            ),
+            *(
+                ["'Example:' section (write 'Examples:', which renders >>> lines as code)"]
+                if re.search(r"^\s*Example:\s*$", text, re.MULTILINE)
+                else []
+            ),
+        )
+    ]
+    assert not found, "\n".join(found)

@@ -7,8 +7,8 @@ the complete old file or the complete new one, never a half-written one, and
 the old one stays until the new one is complete.
 
 Temporary names start with ``.`` and contain ``.tmp-`` followed by 12 hex
-digits (:data:`TEMPORARY_PATTERN`), so that debris of a killed writer can be
-recognised as ours and removed by a later writer (:func:`remove_debris`), and
+digits (`TEMPORARY_PATTERN`), so that debris of a killed writer can be
+recognised as ours and removed by a later writer (`remove_debris`), and
 nothing else is ever touched.
 
 This module imports nothing else of the package.
@@ -34,7 +34,7 @@ __all__ = [
 ]
 
 TEMPORARY_PATTERN = re.compile(r"^\.(?P<name>.+)\.tmp-[0-9a-f]{12}(?P<suffix>\..*)?$")
-"""Names of the temporaries written by :func:`temporary_name` (and nothing else)."""
+"""Names of the temporaries written by `temporary_name` (and nothing else)."""
 
 
 def temporary_name(name: str, suffix: str = "") -> str:
@@ -46,7 +46,7 @@ def temporary_name(name: str, suffix: str = "") -> str:
             given extension (Keras wants ``.weights.h5``).
 
     Returns:
-        A name matching :data:`TEMPORARY_PATTERN`.
+        A name matching `TEMPORARY_PATTERN`.
     """
     return f".{name}.tmp-{uuid.uuid4().hex[:12]}{suffix}"
 
@@ -85,12 +85,12 @@ def atomic_path(target: str | os.PathLike[str], *, suffix: str = "") -> Iterator
 
     Args:
         target: The file to write.
-        suffix: Extension the temporary must end with (see :func:`temporary_name`).
+        suffix: Extension the temporary must end with (see `temporary_name`).
 
     Yields:
         The temporary path (not yet created).
 
-    Example:
+    Examples:
         >>> with atomic_path("state.json") as tmp:  # doctest: +SKIP
         ...     tmp.write_text("{}")
     """
@@ -110,7 +110,7 @@ def atomic_path(target: str | os.PathLike[str], *, suffix: str = "") -> Iterator
 def remove_debris(folder: str | os.PathLike[str], name: str) -> list[Path]:
     """Remove the temporaries of ``name`` left in ``folder`` by killed writers.
 
-    Only entries whose name matches :data:`TEMPORARY_PATTERN` for ``name``
+    Only entries whose name matches `TEMPORARY_PATTERN` for ``name``
     exactly (``.NAME.tmp-<12 hex>...``) are removed: files and folders of
     anyone else are never touched.
 

@@ -8,15 +8,14 @@ A bundle is a directory holding two files::
                        order, decision threshold, validation metrics, training
                        provenance, the SHA-256 of model.keras, versions
 
-:func:`save_model` writes it atomically (a temporary folder beside the target is
-filled, flushed to disk, then renamed), so a crash never leaves a half-written
-bundle that loads. :func:`load_bundle` checks that both files are there, that the
-metadata parses and follows the schema, that the format is not newer than this
-library reads, and that ``model.keras`` has the recorded hash, then checks the
-model's configuration for code-carrying objects (refused whatever Keras' global
-safe-mode switch says) and loads the model with Keras *safe mode*. Any problem raises
-:class:`~cxr_pneumonia.exceptions.BundleError` with a message that says what is
-wrong and what to do.
+[`save_model`][cxr_pneumonia.bundle.save_model] writes it atomically (a temporary folder beside the
+target is filled, flushed to disk, then renamed), so a crash never leaves a half-written bundle that
+loads. [`load_bundle`][cxr_pneumonia.bundle.load_bundle] checks that both files are there, that the
+metadata parses and follows the schema, that the format is not newer than this library reads, and
+that ``model.keras`` has the recorded hash, then checks the model's configuration for code-carrying
+objects (refused whatever Keras' global safe-mode switch says) and loads the model with Keras *safe
+mode*. Any problem raises [`BundleError`][cxr_pneumonia.exceptions.BundleError] with a message that
+says what is wrong and what to do.
 
 This module never imports ``training`` or the data pipeline: a service that only
 predicts pays only for inference.
@@ -104,10 +103,9 @@ class BundleMetadata:
         format_version: Bundle format version.
         dtype: Pixel dtype the input expects (always ``"uint8"``).
         ensemble: For a model averaging several members
-            (:func:`cxr_pneumonia.ensembles.ensemble`): ``{"combine": "mean",
-            "members": [...]}``, one provenance record per member (its
-            sub-model ``layer``, ``name``, bundle ``sha256``,
-            ``weights_sha256``, threshold, metrics, training); ``None``
+            ([`cxr_pneumonia.ensembles.ensemble`][cxr_pneumonia.ensembles.ensemble]): ``{"combine":
+            "mean", "members": [...]}``, one provenance record per member (its sub-model ``layer``,
+            ``name``, bundle ``sha256``, ``weights_sha256``, threshold, metrics, training); ``None``
             for a single model.
     """
 
@@ -171,7 +169,8 @@ class BundleMetadata:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> BundleMetadata:
-        """Build and validate metadata from its :meth:`to_dict` form.
+        """Build and validate metadata from its
+        [`to_dict`][cxr_pneumonia.bundle.BundleMetadata.to_dict] form.
 
         Args:
             data: The parsed ``metadata.json``.
@@ -268,7 +267,7 @@ def metadata_for_model(
 
     Returns:
         Metadata without hash or creation time (those are set by
-        :func:`save_model`).
+        [`save_model`][cxr_pneumonia.bundle.save_model]).
 
     Raises:
         ValueError: If the model's input is not an image batch, or an argument
@@ -352,7 +351,7 @@ def save_model(
             ``metadata.json``); nothing is touched.
         ValueError: If an argument is invalid or contradicts the model.
 
-    Example:
+    Examples:
         >>> save_model(model, "bundles/cnn-v1", threshold=0.42,
         ...            metrics={"val_auc": 0.97}, training={"seed": 0})
     """
@@ -407,15 +406,16 @@ def save_model(
 
 
 def check_bundle_target(path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
-    """Check that :func:`save_model` may write a bundle at ``path``, before the work that makes it.
+    """Check that [`save_model`][cxr_pneumonia.bundle.save_model] may write a bundle at ``path``,
+    before the work that makes it.
 
     A path that does not exist is fine. An existing one is replaced only with
     ``overwrite=True`` and only if it is a bundle: a real folder (not a link)
     holding a ``metadata.json`` that parses as a bundle's (a JSON object with
     ``format_version`` and ``input``). Anything else (a file, a folder of
     someone's documents) is refused, so ``overwrite`` never deletes what
-    this library did not write. :func:`save_model` calls it; call it yourself
-    (as ``cxr-pneumonia train --out`` does) to fail before hours of training.
+    this library did not write. [`save_model`][cxr_pneumonia.bundle.save_model] calls it; call it
+    yourself (as ``cxr-pneumonia train --out`` does) to fail before hours of training.
 
     Args:
         path: The bundle directory to write.
@@ -478,11 +478,11 @@ def _remove_debris(target: Path) -> None:
 
 
 def load_bundle(path: str | os.PathLike[str]) -> tuple[keras.Model, BundleMetadata]:
-    """Load and verify a bundle written by :func:`save_model`.
+    """Load and verify a bundle written by [`save_model`][cxr_pneumonia.bundle.save_model].
 
     Before anything is deserialized, the model's configuration is checked
-    for code (:func:`check_model_config`), whatever Keras' global safe-mode
-    switch says; Keras then loads it with ``safe_mode=True``.
+    for code ([`check_model_config`][cxr_pneumonia.bundle.check_model_config]), whatever Keras'
+    global safe-mode switch says; Keras then loads it with ``safe_mode=True``.
 
     Args:
         path: The bundle directory.

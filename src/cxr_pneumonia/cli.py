@@ -65,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns:
         The exit code: 0 success, 1 some inputs or the operation failed, 2 usage error.
 
-    Example:
+    Examples:
         >>> main(["predict", "xray.jpeg", "--model", "bundles/cnn"])  # doctest: +SKIP
         0
     """
@@ -440,7 +440,8 @@ def _non_negative_int(text: str) -> int:
 
 
 def _add_augmentation_options(group: Any) -> None:
-    """One option per field of :class:`Augmentation`, typed by its default."""
+    """One option per field of [`Augmentation`][cxr_pneumonia.data.augment.Augmentation], typed by
+    its default."""
     defaults = Augmentation()
     for item in dataclasses.fields(Augmentation):
         name, default = item.name, getattr(defaults, item.name)

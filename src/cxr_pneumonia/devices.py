@@ -1,6 +1,7 @@
 """Automatic choice of devices: the ``tf.distribute`` strategy and the precision.
 
-:func:`select_strategy` with ``devices=None`` decides, in this order:
+[`select_strategy`][cxr_pneumonia.devices.select_strategy] with ``devices=None`` decides, in this
+order:
 
 1. ``TF_CONFIG`` is set (a multi-worker cluster) ->
    ``tf.distribute.MultiWorkerMirroredStrategy``;
@@ -53,7 +54,8 @@ def select_strategy(devices: Sequence[str] | None = None) -> tf.distribute.Strat
     Returns:
         A ``tf.distribute.Strategy``; build models in its ``scope()``
         (``build_model(..., strategy=...)`` does), and
-        :func:`cxr_pneumonia.fit` trains with it (``model.distribute_strategy``).
+        [`cxr_pneumonia.fit`][cxr_pneumonia.training.fitting.fit] trains with it
+        (``model.distribute_strategy``).
 
     Raises:
         ValueError: If ``devices`` is an empty list or not a list of strings.
@@ -109,8 +111,9 @@ def device_info(strategy: tf.distribute.Strategy | None = None) -> dict[str, Any
     """Describe a strategy (by default the automatic choice).
 
     Args:
-        strategy: A strategy, or ``None`` for :func:`select_strategy`'s
-            automatic choice (which this call makes if not made yet).
+        strategy: A strategy, or ``None`` for
+            [`select_strategy`][cxr_pneumonia.devices.select_strategy]'s automatic choice (which
+            this call makes if not made yet).
 
     Returns:
         A dict with ``strategy`` (``"DefaultStrategy"``, ``"MirroredStrategy"``,

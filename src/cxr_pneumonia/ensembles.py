@@ -1,19 +1,17 @@
 """Ensembles: several trained models averaged into one ordinary model.
 
-:func:`ensemble` takes models or bundles that share an input spec (image
-size, color mode, class names, output shape) and returns **one Keras
-model**: each member is nested as a sub-model named ``member_<i>`` and called
-on the same input, and a :class:`~cxr_pneumonia.models.layers.MemberMean`
-layer averages their probabilities. Members keep what they are, flip
-test-time augmentation included. The result is a functional model like any
-other, so it saves as a bundle (:func:`~cxr_pneumonia.save_model`), loads
-and verifies its hash, predicts, explains and exports with no special case:
-the only thing an ensemble adds is the members' provenance, carried in the
-``MemberMean`` layer's config and copied by ``save_model`` into the bundle's
-metadata under ``"ensemble"``, where :func:`~cxr_pneumonia.explain` finds
-the members to average Grad-CAM over.
+[`ensemble`][cxr_pneumonia.ensembles.ensemble] takes models or bundles that share an input spec
+(image size, color mode, class names, output shape) and returns **one Keras model**: each member is
+nested as a sub-model named ``member_<i>`` and called on the same input, and a
+[`MemberMean`][cxr_pneumonia.models.layers.MemberMean] layer averages their probabilities. Members
+keep what they are, flip test-time augmentation included. The result is a functional model like any
+other, so it saves as a bundle ([`save_model`][cxr_pneumonia.bundle.save_model]), loads and verifies
+its hash, predicts, explains and exports with no special case: the only thing an ensemble adds is
+the members' provenance, carried in the ``MemberMean`` layer's config and copied by ``save_model``
+into the bundle's metadata under ``"ensemble"``, where [`explain`][cxr_pneumonia.predictor.explain]
+finds the members to average Grad-CAM over.
 
-Example:
+Examples:
     >>> from cxr_pneumonia import ensemble, save_model
     >>> model = ensemble(["bundles/seed0", "bundles/seed1", "bundles/seed2"])  # doctest: +SKIP
     >>> save_model(model, "bundles/ensemble", threshold=0.41)                 # doctest: +SKIP
@@ -67,8 +65,8 @@ def ensemble(
 
     Args:
         members: Two or more ``keras.Model`` objects, bundle folders (loaded
-            and hash-checked with :func:`~cxr_pneumonia.load_bundle`) or
-            :class:`~cxr_pneumonia.Predictor` objects, in any mix. Each must
+            and hash-checked with [`load_bundle`][cxr_pneumonia.bundle.load_bundle]) or
+            [`Predictor`][cxr_pneumonia.predictor.Predictor] objects, in any mix. Each must
             take one ``(N, H, W, C)`` image batch and return ``(N, 1)``
             (sigmoid) or ``(N, 2)`` (softmax) probabilities.
         name: The Keras name of the returned model (and its bundle's default
@@ -93,7 +91,7 @@ def ensemble(
         TypeError: If a member is of an unsupported type.
         ValueError: If ``provenance`` does not have one mapping per member.
 
-    Example:
+    Examples:
         >>> model = ensemble([model_a, "bundles/b"], name="cnn-small-x2")  # doctest: +SKIP
     """
     import keras

@@ -1,8 +1,8 @@
 """The exceptions raised by cxr-pneumonia.
 
-Every error the library raises on purpose derives from :class:`CXRPneumoniaError`,
-and each subclass also inherits the built-in exception a caller would expect,
-so ``except ValueError`` keeps working::
+Every error the library raises on purpose derives from
+[`CXRPneumoniaError`][cxr_pneumonia.exceptions.CXRPneumoniaError], and each subclass also inherits
+the built-in exception a caller would expect, so ``except ValueError`` keeps working::
 
     CXRPneumoniaError (Exception)
     ├── UnknownDatasetError (KeyError, ValueError)   unknown dataset name

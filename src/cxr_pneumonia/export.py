@@ -3,17 +3,17 @@
 Both take raw pixels, exactly what the bundle's Predictor feeds its model:
 ``uint8`` images of shape ``(batch, height, width, channels)`` at the bundle's
 image size and color mode (decode and resize them with
-:func:`cxr_pneumonia.prepare_image`). Both return the probability of PNEUMONIA
-and the decision at the bundle's threshold, computed as the Predictor computes
-them (a sigmoid ``(N, 1)`` or softmax ``(N, 2)`` output is reduced to the
-probability of the ``PNEUMONIA`` class named in the bundle).
+[`cxr_pneumonia.prepare_image`][cxr_pneumonia.images.prepare_image]). Both return the probability of
+PNEUMONIA and the decision at the bundle's threshold, computed as the Predictor computes them (a
+sigmoid ``(N, 1)`` or softmax ``(N, 2)`` output is reduced to the probability of the ``PNEUMONIA``
+class named in the bundle).
 
 The SavedModel has one signature, ``serving_default``, with input ``image`` and
 outputs ``probability`` (float32, ``(batch,)``) and ``pneumonia`` (bool,
 ``(batch,)``), which TensorFlow Serving loads as it is. The TFLite file has the
 same signature (run it with ``interpreter.get_signature_runner()``).
 
-Example:
+Examples:
     >>> export_model("bundles/cnn-v1", "serving/cnn/1", format="savedmodel")  # doctest: +SKIP
     >>> export_model("bundles/cnn-v1", "cnn.tflite", format="tflite")  # doctest: +SKIP
 """
@@ -37,7 +37,7 @@ __all__ = ["EXPORT_FORMATS", "SIGNATURE_KEY", "ExportFormat", "export_model"]
 
 ExportFormat = Literal["savedmodel", "tflite"]
 EXPORT_FORMATS: tuple[str, ...] = ("savedmodel", "tflite")
-"""The formats :func:`export_model` writes."""
+"""The formats [`export_model`][cxr_pneumonia.export.export_model] writes."""
 
 SIGNATURE_KEY = "serving_default"
 """Name of the one serving signature of both exports."""
@@ -58,7 +58,8 @@ def export_model(
     place at the end, so a failed export never leaves a half-written one behind.
 
     Args:
-        bundle: A bundle folder written by :func:`cxr_pneumonia.bundle.save_model`.
+        bundle: A bundle folder written by
+            [`cxr_pneumonia.bundle.save_model`][cxr_pneumonia.bundle.save_model].
         out: The SavedModel folder or ``.tflite`` file to write.
         format: ``"savedmodel"`` or ``"tflite"``.
         overwrite: Replace ``out`` if it exists.
@@ -71,7 +72,7 @@ def export_model(
         FileExistsError: If ``out`` exists and ``overwrite`` is false.
         BundleError: If the bundle can't be loaded, or the conversion fails.
 
-    Example:
+    Examples:
         >>> export_model("bundles/cnn-v1", "cnn.tflite", format="tflite")  # doctest: +SKIP
         PosixPath('cnn.tflite')
     """

@@ -1,12 +1,12 @@
 """Grad-CAM heatmaps and convolutional feature maps of a Keras model on a prepared batch.
 
-:func:`grad_cam` computes Grad-CAM (Selvaraju et al., "Grad-CAM: Visual
+[`grad_cam`][cxr_pneumonia.gradcam.grad_cam] computes Grad-CAM (Selvaraju et al., "Grad-CAM: Visual
 Explanations from Deep Networks via Gradient-based Localization", ICCV 2017,
 doi:10.1109/ICCV.2017.74): the gradient of a class's probability with respect
 to a convolutional layer's activations, averaged over space, weighs that
 layer's channels; the ReLU of the weighted sum, normalised to ``[0, 1]``, is
-the heatmap (at the layer's resolution; :func:`resize_heatmap` brings it to an
-image's size and :func:`overlay` blends it in).
+the heatmap (at the layer's resolution; [`resize_heatmap`][cxr_pneumonia.gradcam.resize_heatmap]
+brings it to an image's size and [`overlay`][cxr_pneumonia.gradcam.overlay] blends it in).
 
 The layer defaults to the *last convolutional stage* of the model: the last layer
 with a 4-D output that is a convolution or an element-wise layer after one
@@ -15,14 +15,14 @@ too, so a pretrained backbone nested as a sub-model (``"backbone"``) is handled:
 the gradient model is rebuilt by re-running the outer model's layers, calling a
 version of the backbone that also returns the chosen inner activation.
 
-:func:`layer_outputs` returns the activations of convolutional layers;
-``cxr_pneumonia.plots`` draws them.
+[`layer_outputs`][cxr_pneumonia.gradcam.layer_outputs] returns the activations of convolutional
+layers; ``cxr_pneumonia.plots`` draws them.
 
 Everything here works on a Keras model and a batch already prepared for it
 (``uint8`` images at the model's input size, as
-:func:`~cxr_pneumonia.images.prepare_image` makes them): it knows no
-Predictor. :meth:`Predictor.explain <cxr_pneumonia.predictor.Predictor.explain>`
-and :func:`cxr_pneumonia.explain` decode the image once and call these.
+[`prepare_image`][cxr_pneumonia.images.prepare_image] makes them): it knows no
+Predictor. [`Predictor.explain`][cxr_pneumonia.predictor.Predictor.explain]
+and [`cxr_pneumonia.explain`][cxr_pneumonia.predictor.explain] decode the image once and call these.
 """
 
 from __future__ import annotations

@@ -1,11 +1,12 @@
 """Decode any image a user has into ``uint8`` pixels, and the one resize function.
 
 This module is the single preprocessing path shared by training (the data
-pipeline decodes and resizes every file once through :func:`prepare_image`) and
-inference (the :class:`~cxr_pneumonia.Predictor` calls the same function), so the
-same image gets the same pixels, and therefore the same score, in both.
+pipeline decodes and resizes every file once through
+[`prepare_image`][cxr_pneumonia.images.prepare_image]) and inference (the
+[`Predictor`][cxr_pneumonia.predictor.Predictor] calls the same function), so the same image gets
+the same pixels, and therefore the same score, in both.
 
-Accepted inputs (:data:`ImageInput`): a path (``str`` or ``os.PathLike``),
+Accepted inputs (`ImageInput`): a path (``str`` or ``os.PathLike``),
 ``bytes``/``bytearray``/``memoryview``, a binary file object, a
 ``PIL.Image.Image``, or a numpy array (``H x W`` or ``H x W x 1/3/4``; ``uint8``,
 ``uint16``, other integers, floats or booleans), and DICOM files (by a
@@ -35,7 +36,7 @@ pixel is decoded, which defeats decompression bombs. Pillow's own hard limit
 (``2 * PIL.Image.MAX_IMAGE_PIXELS``, about 179 M pixels) still applies above
 ours unless you change ``PIL.Image.MAX_IMAGE_PIXELS`` yourself.
 
-Imports nothing of the package but :mod:`cxr_pneumonia.exceptions`.
+Imports nothing of the package but `cxr_pneumonia.exceptions`.
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ COLOR_MODES: tuple[str, ...] = ("grayscale", "rgb")
 ImageInput = Union[
     str, "os.PathLike[str]", bytes, bytearray, memoryview, IO[bytes], Image.Image, np.ndarray
 ]
-"""Anything :func:`load_image` accepts."""
+"""Anything [`load_image`][cxr_pneumonia.images.load_image] accepts."""
 
 DEFAULT_MAX_PIXELS = 50_000_000
 """Largest image (width x height) decoded by default; larger ones are refused
@@ -118,7 +119,7 @@ def check_color_mode(color_mode: str) -> ColorMode:
         color_mode: ``"grayscale"`` or ``"rgb"``.
 
     Returns:
-        The same string, typed as :data:`ColorMode`.
+        The same string, typed as `ColorMode`.
 
     Raises:
         ValueError: For any other value.
@@ -183,7 +184,7 @@ def load_image(
             an unsupported kind or mode, or larger than ``max_pixels``.
         ValueError: If ``color_mode`` or ``max_pixels`` is not valid.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> load_image(np.zeros((4, 6), dtype=np.uint16)).shape
         (4, 6, 1)
@@ -203,12 +204,13 @@ def prepare_image(
 
     Large JPEG files are decoded at a reduced scale (libjpeg's DCT scaling by
     1/2, 1/4 or 1/8) when that still leaves at least four times the target
-    size, then resized with the antialiased filter of :func:`resize_image`;
-    this saves time on full-resolution radiographs and changes the result by
-    at most two grey levels (measured on the real full-resolution files).
+    size, then resized with the antialiased filter of
+    [`resize_image`][cxr_pneumonia.images.resize_image]; this saves time on full-resolution
+    radiographs and changes the result by at most two grey levels (measured on the real
+    full-resolution files).
 
     Args:
-        source: Any :data:`ImageInput`.
+        source: Any `ImageInput`.
         size: Target ``(height, width)``, or ``None`` to keep the image's size.
         color_mode: ``"grayscale"`` or ``"rgb"``.
         max_pixels: Pixel limit checked before decoding (``None``: no limit).
@@ -221,7 +223,7 @@ def prepare_image(
         InvalidImageError: For any input that is not a usable image.
         ValueError: If ``size``, ``color_mode`` or ``max_pixels`` is not valid.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> prepare_image(np.zeros((40, 60), np.uint8), size=(20, 10), color_mode="rgb").shape
         (20, 10, 3)
@@ -251,9 +253,9 @@ def prepare_image(
 def resize_image(image: np.ndarray, size: Sequence[int]) -> np.ndarray:
     """Resize ``uint8`` pixels with antialiasing (Pillow's bilinear filter).
 
-    The same filter :func:`prepare_image` uses: when shrinking, each output pixel
-    averages all the input pixels it covers, so fine patterns turn grey instead
-    of aliasing.
+    The same filter [`prepare_image`][cxr_pneumonia.images.prepare_image] uses: when shrinking, each
+    output pixel averages all the input pixels it covers, so fine patterns turn grey instead of
+    aliasing.
 
     Args:
         image: ``uint8`` array ``(H, W)`` or ``(H, W, 1 | 3)``.
@@ -453,7 +455,7 @@ IMAGE_EXTENSIONS: frozenset[str] = _image_extensions()
 Derived from what the decoder reads: every suffix Pillow registers for an
 allowed format (JPEG, PNG, BMP, TIFF, WebP, GIF, PPM/PGM, JPEG 2000: ``.jpg``,
 ``.jpe``, ``.jfif``, ``.jp2``, ``.j2k``, ``.pgm``, ...) plus ``.dcm`` and
-``.dicom``. Every folder scan (:func:`find_image_files`, ``load_dataset``,
+``.dicom``. Every folder scan (`find_image_files`, ``load_dataset``,
 ``cxr-pneumonia predict FOLDER``) uses this one set."""
 
 
@@ -463,7 +465,7 @@ def find_image_files(folder: str | os.PathLike[str]) -> tuple[list[Path], list[t
     Walks ``folder`` recursively in sorted order; hidden entries (a leading
     ``.``) and macOS ``__MACOSX`` / Windows ``Thumbs.db`` / ``desktop.ini``
     debris are ignored silently. A file is an image when its suffix is in
-    :data:`IMAGE_EXTENSIONS` and it is a regular file: a FIFO, socket or
+    `IMAGE_EXTENSIONS` and it is a regular file: a FIFO, socket or
     device with an image suffix is skipped (reading it could block forever),
     and so is a file with any other suffix; both are returned in ``skipped``
     so that the caller can name them.

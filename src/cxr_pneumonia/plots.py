@@ -9,7 +9,7 @@ is opened, and figures are freed like any Python object. With ``path`` the
 figure is also saved there as a PNG. To show a figure in a notebook, display
 the returned object (Jupyter renders ``Figure`` objects).
 
-Example:
+Examples:
     >>> from cxr_pneumonia.plots import plot_roc
     >>> plot_roc(report, "roc.png")        # doctest: +SKIP
 """
@@ -84,7 +84,7 @@ def plot_roc(report: EvaluationReport, path: PathLike | None = None) -> Figure:
     """Plot the ROC curve of a report, with its operating point.
 
     Args:
-        report: An :class:`~cxr_pneumonia.evaluation.EvaluationReport`.
+        report: An [`EvaluationReport`][cxr_pneumonia.evaluation.report.EvaluationReport].
         path: Where to save the figure as a PNG; ``None`` saves nothing.
 
     Returns:
@@ -124,7 +124,7 @@ def plot_precision_recall(report: EvaluationReport, path: PathLike | None = None
     PNEUMONIA examples).
 
     Args:
-        report: An :class:`~cxr_pneumonia.evaluation.EvaluationReport`.
+        report: An [`EvaluationReport`][cxr_pneumonia.evaluation.report.EvaluationReport].
         path: Where to save the figure as a PNG; ``None`` saves nothing.
 
     Returns:
@@ -174,7 +174,7 @@ def plot_confusion_matrix(
     """Plot the confusion matrix of a report (rows true class, columns predicted).
 
     Args:
-        report: An :class:`~cxr_pneumonia.evaluation.EvaluationReport`.
+        report: An [`EvaluationReport`][cxr_pneumonia.evaluation.report.EvaluationReport].
         path: Where to save the figure as a PNG; ``None`` saves nothing.
         normalize: Color and label each cell by its share of its row (the
             per-class recall); counts are still shown in brackets.
@@ -231,10 +231,10 @@ def plot_calibration(
     Uses the same equal-width bins as the report's expected calibration error.
 
     Args:
-        report: An :class:`~cxr_pneumonia.evaluation.EvaluationReport`.
+        report: An [`EvaluationReport`][cxr_pneumonia.evaluation.report.EvaluationReport].
         path: Where to save the figure as a PNG; ``None`` saves nothing.
         n_bins: Number of equal-width bins; ``None`` uses
-            :data:`~cxr_pneumonia.evaluation.ECE_BINS` (15), the bins of
+            `ECE_BINS` (15), the bins of
             ``report.ece``.
 
     Returns:
@@ -493,10 +493,10 @@ def plot_shift_report(
     hurt stand out. The x axis starts just below the lowest value.
 
     Args:
-        report: A :class:`~cxr_pneumonia.robustness.ShiftReport`.
+        report: A [`ShiftReport`][cxr_pneumonia.robustness.ShiftReport].
         path: Where to save the figure as a PNG; ``None`` saves nothing.
         metrics: Which metrics to draw, from
-            :data:`~cxr_pneumonia.robustness.SHIFT_METRICS`.
+            [`SHIFT_METRICS`][cxr_pneumonia.robustness.SHIFT_METRICS].
 
     Returns:
         The matplotlib ``Figure``.

@@ -2,11 +2,11 @@
 
 Columns, in order: ``source`` (the file path, or the input's index), ``label``,
 ``probability`` and ``threshold`` (6 decimals), any further field a
-:class:`~cxr_pneumonia.predictor.Prediction` carries, then ``error`` (empty
+[`Prediction`][cxr_pneumonia.predictor.Prediction] carries, then ``error`` (empty
 when the input was predicted). A value that is absent (the label and
 probability of an unreadable input) is an empty cell.
 
-Example:
+Examples:
     >>> import io
     >>> from cxr_pneumonia.predictor import Prediction
     >>> out = io.StringIO()
@@ -61,10 +61,11 @@ def prediction_rows(predictions: Iterable[Prediction]) -> list[dict[str, str]]:
     """The predictions as CSV rows of text cells.
 
     Args:
-        predictions: :class:`~cxr_pneumonia.predictor.Prediction` objects.
+        predictions: [`Prediction`][cxr_pneumonia.predictor.Prediction] objects.
 
     Returns:
-        One ``{column: text}`` per prediction, in :func:`prediction_columns` order.
+        One ``{column: text}`` per prediction, in
+        [`prediction_columns`][cxr_pneumonia.predictions_csv.prediction_columns] order.
     """
     columns = prediction_columns()
     return [{name: _cell(getattr(p, name, None)) for name in columns} for p in predictions]
@@ -76,7 +77,7 @@ def write_predictions_csv(
     """Write predictions as CSV, with a header row.
 
     Args:
-        predictions: :class:`~cxr_pneumonia.predictor.Prediction` objects.
+        predictions: [`Prediction`][cxr_pneumonia.predictor.Prediction] objects.
         out: An open text stream (e.g. ``sys.stdout``), or a file path: the
             file is written aside, then renamed into place, so a reader never
             sees half of it.

@@ -13,23 +13,23 @@ How inputs are read:
 
 * **One input** -- a path (``str`` or ``os.PathLike``), ``bytes``, a binary
   file object, a ``PIL.Image.Image``, or a 2-D or 3-D numpy array (one image,
-  ``H x W`` or ``H x W x 1/3/4``) -- gives one :class:`Prediction`.
+  ``H x W`` or ``H x W x 1/3/4``) -- gives one [`Prediction`][cxr_pneumonia.predictor.Prediction].
 * **A batch** -- a list, tuple or any other iterable of such inputs, or a 4-D
   numpy array ``(N, H, W, C)`` (N images) -- gives a list of predictions in
   the same order. A *list* of arrays is a batch; an array is never split
   along its first axis unless it is 4-D.
 
-Every image goes through :func:`cxr_pneumonia.images.prepare_image` at the
-bundle's size and color mode: the very function the training pipeline uses, so
-an image gets the same pixels, and the same score, in both. Decoding runs in a
-thread pool (Pillow releases the GIL), the decoded images are batched, and each
-batch goes through one compiled TensorFlow function with a fixed input signature
-``(None, H, W, C) uint8``, traced once per :class:`Predictor`. A Predictor can be
-shared by many threads.
+Every image goes through [`cxr_pneumonia.images.prepare_image`][cxr_pneumonia.images.prepare_image]
+at the bundle's size and color mode: the very function the training pipeline uses, so an image gets
+the same pixels, and the same score, in both. Decoding runs in a thread pool (Pillow releases the
+GIL), the decoded images are batched, and each batch goes through one compiled TensorFlow function
+with a fixed input signature ``(None, H, W, C) uint8``, traced once per
+[`Predictor`][cxr_pneumonia.predictor.Predictor]. A Predictor can be shared by many threads.
 
-:meth:`Predictor.explain` (and :func:`explain`) shows why with Grad-CAM:
-the image is decoded once, scored, and :mod:`cxr_pneumonia.gradcam` computes
-the heatmap of the predicted class on that same prepared batch.
+[`Predictor.explain`][cxr_pneumonia.predictor.Predictor.explain] (and
+[`explain`][cxr_pneumonia.predictor.explain]) shows why with Grad-CAM: the image is decoded once,
+scored, and `cxr_pneumonia.gradcam` computes the heatmap of the predicted class on that same
+prepared batch.
 """
 
 from __future__ import annotations
@@ -135,9 +135,9 @@ class Explanation:
 class Predictor:
     """A loaded model ready to predict on images of any kind.
 
-    Create it with :meth:`load` from a bundle folder, :meth:`default` for the
-    shipped model, or directly from a Keras model (and, ideally, the metadata
-    saved with it).
+    Create it with [`load`][cxr_pneumonia.predictor.Predictor.load] from a bundle folder,
+    [`default`][cxr_pneumonia.predictor.Predictor.default] for the shipped model, or directly from a
+    Keras model (and, ideally, the metadata saved with it).
 
     Args:
         model: A Keras model taking ``uint8`` images ``(N, H, W, C)`` and
@@ -225,7 +225,7 @@ class Predictor:
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
         num_workers: int | None = None,
     ) -> Predictor:
-        """Load a bundle written by :func:`~cxr_pneumonia.save_model`.
+        """Load a bundle written by [`save_model`][cxr_pneumonia.bundle.save_model].
 
         Args:
             path: The bundle folder.
@@ -309,13 +309,14 @@ class Predictor:
                 array, DICOM file) or a batch (list, tuple, any iterable of
                 inputs, or a 4-D array ``(N, H, W, C)``); see the module docs.
             errors: ``"raise"`` to raise on the first unreadable input;
-                ``"skip"`` to return a :class:`Prediction` with ``error`` set
-                (and ``label``/``probability`` ``None``) for it and predict the
+                ``"skip"`` to return a [`Prediction`][cxr_pneumonia.predictor.Prediction] with
+                ``error`` set (and ``label``/``probability`` ``None``) for it and predict the
                 others.
             threshold: Decision threshold for this call; default: the bundle's.
 
         Returns:
-            A :class:`Prediction` for one input, a list of them for a batch.
+            A [`Prediction`][cxr_pneumonia.predictor.Prediction] for one input, a list of them for a
+            batch.
 
         Raises:
             InvalidImageError: With ``errors="raise"``, for an input that is
@@ -348,7 +349,7 @@ class Predictor:
 
         Args:
             images: ``uint8`` array ``(N, H, W, C)`` at the model's
-                :attr:`image_size` and channels (as the data pipeline yields).
+                `image_size` and channels (as the data pipeline yields).
 
         Returns:
             ``float64`` array ``(N,)`` of probabilities.
@@ -383,8 +384,9 @@ class Predictor:
 
         The heatmap shows the evidence for the *predicted* class (the gradient
         of the PNEUMONIA probability ``p`` when the label is PNEUMONIA, of
-        ``1 - p`` otherwise), computed by :func:`cxr_pneumonia.gradcam.grad_cam`
-        on the very batch that was scored.
+        ``1 - p`` otherwise), computed by
+        [`cxr_pneumonia.gradcam.grad_cam`][cxr_pneumonia.gradcam.grad_cam] on the very batch that
+        was scored.
 
         For an ensemble (a bundle whose metadata lists ``members``), the
         default is one heatmap per member, each from the last convolutional
@@ -403,7 +405,7 @@ class Predictor:
             alpha: Opacity of the heat colors in the overlay, in ``[0, 1]``.
 
         Returns:
-            The :class:`Explanation`.
+            The [`Explanation`][cxr_pneumonia.predictor.Explanation].
 
         Raises:
             InvalidImageError: If ``x`` is not a usable image.
@@ -411,7 +413,7 @@ class Predictor:
                 message lists the model's convolutional layers), or ``alpha``
                 is invalid.
 
-        Example:
+        Examples:
             >>> result = predictor.explain("xray.jpeg")  # doctest: +SKIP
             >>> result.overlay.save("xray-gradcam.png")  # doctest: +SKIP
         """
@@ -585,16 +587,17 @@ def explain(
     layer: str | Sequence[str] | None = None,
     alpha: float = 0.4,
 ) -> Explanation:
-    """Grad-CAM heatmap for one image; see :meth:`Predictor.explain`.
+    """Grad-CAM heatmap for one image; see
+    [`Predictor.explain`][cxr_pneumonia.predictor.Predictor.explain].
 
     The heatmap shows the evidence for the *predicted* class (the gradient of
     the PNEUMONIA probability ``p`` when the label is PNEUMONIA, of ``1 - p``
     otherwise). For an ensemble it is the mean of its members' heatmaps.
 
     Args:
-        model_or_predictor: A :class:`Predictor` (preferred: it knows the input
-            size, color mode, threshold and class names of the bundle) or a bare
-            Keras model (described from its input shape, threshold 0.5).
+        model_or_predictor: A [`Predictor`][cxr_pneumonia.predictor.Predictor] (preferred: it knows
+            the input size, color mode, threshold and class names of the bundle) or a bare Keras
+            model (described from its input shape, threshold 0.5).
         x: One image input (path, bytes, binary file object, PIL image, array,
             DICOM file).
         layer: Name of a layer with 4-D output (``"inner"`` or
@@ -604,14 +607,14 @@ def explain(
         alpha: Opacity of the heat colors in the overlay, in ``[0, 1]``.
 
     Returns:
-        The :class:`Explanation`.
+        The [`Explanation`][cxr_pneumonia.predictor.Explanation].
 
     Raises:
         InvalidImageError: If ``x`` is not a usable image.
         ValueError: If ``layer`` is unknown or not convolutional (the message
             lists the model's convolutional layers), or ``alpha`` is invalid.
 
-    Example:
+    Examples:
         >>> result = explain(predictor, "xray.jpeg")  # doctest: +SKIP
         >>> result.overlay.save("xray-gradcam.png")  # doctest: +SKIP
     """
@@ -624,10 +627,11 @@ def feature_maps(
     *,
     layers: Sequence[str] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Activations of convolutional layers for one image; see :meth:`Predictor.feature_maps`.
+    """Activations of convolutional layers for one image; see
+    [`Predictor.feature_maps`][cxr_pneumonia.predictor.Predictor.feature_maps].
 
     Args:
-        model_or_predictor: A :class:`Predictor` or a Keras model.
+        model_or_predictor: A [`Predictor`][cxr_pneumonia.predictor.Predictor] or a Keras model.
         x: One image input.
         layers: Layer names (``"inner"`` or ``"outer/inner"``); default: every
             convolution of the model, in order.

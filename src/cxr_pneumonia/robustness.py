@@ -1,19 +1,21 @@
-"""How a model holds up under acquisition shifts: :func:`shift_report`, :class:`ShiftReport`.
+"""How a model holds up under acquisition shifts:
+[`shift_report`][cxr_pneumonia.robustness.shift_report],
+[`ShiftReport`][cxr_pneumonia.robustness.ShiftReport].
 
 A validation split drawn from the training distribution says little about
 images from another scanner or hospital: a model can score ROC AUC 0.998 there
 and lose ten points of specificity on a test set whose images are a little
-flatter or framed a little tighter. :func:`shift_report` scores a model on a
-labelled split under each shift of :mod:`cxr_pneumonia.shifts` at a few
-strengths: ROC AUC, and sensitivity and specificity at the model's decision
-threshold (the threshold does not move with the images, as in deployment),
-beside the unshifted baseline, and picks the worst case of each metric.
+flatter or framed a little tighter. [`shift_report`][cxr_pneumonia.robustness.shift_report] scores a
+model on a labelled split under each shift of [`cxr_pneumonia.shifts`][cxr_pneumonia.shifts] at a
+few strengths: ROC AUC, and sensitivity and specificity at the model's decision threshold (the
+threshold does not move with the images, as in deployment), beside the unshifted baseline, and picks
+the worst case of each metric.
 
-The split is decoded once (a :class:`~cxr_pneumonia.DatasetSplits` already
+The split is decoded once (a [`DatasetSplits`][cxr_pneumonia.data.splits.DatasetSplits] already
 holds its ``uint8`` pixels), each shift is applied to those arrays, and the
-model runs over them in batches through :func:`~cxr_pneumonia.evaluate`.
+model runs over them in batches through [`evaluate`][cxr_pneumonia.evaluation.scoring.evaluate].
 
-Example:
+Examples:
     >>> predictor = Predictor.load("bundles/cnn")                       # doctest: +SKIP
     >>> data = load_dataset(data_dir="chest_xray", image_size=predictor.image_size,
     ...                     color_mode=predictor.color_mode)             # doctest: +SKIP
@@ -62,7 +64,7 @@ class ShiftResult:
     """The metrics of a model on one shifted copy of a split.
 
     Attributes:
-        shift: The shift's name in :data:`~cxr_pneumonia.shifts.SHIFTS`, or
+        shift: The shift's name in [`SHIFTS`][cxr_pneumonia.shifts.SHIFTS], or
             ``"none"`` for the unshifted baseline.
         strength: The shift's strength (the identity for the baseline).
         roc_auc: Area under the ROC curve (NaN with one class).
@@ -101,12 +103,12 @@ class ShiftResult:
 class ShiftReport:
     """A model's metrics on a split under controlled acquisition shifts.
 
-    Build one with :func:`shift_report`.
+    Build one with [`shift_report`][cxr_pneumonia.robustness.shift_report].
 
     Attributes:
         baseline: The metrics on the unshifted images.
-        rows: One :class:`ShiftResult` per (shift, strength), in the order
-            asked for.
+        rows: One [`ShiftResult`][cxr_pneumonia.robustness.ShiftResult] per (shift, strength), in
+            the order asked for.
         threshold: The decision threshold of sensitivity and specificity.
         split: The split scored (``None`` for arrays given directly).
         seed: Seed of the random shifts (noise).
@@ -159,7 +161,7 @@ class ShiftReport:
         is, or the report has no shifted rows, the baseline is returned.
 
         Args:
-            metric: One of :data:`SHIFT_METRICS`.
+            metric: One of [`SHIFT_METRICS`][cxr_pneumonia.robustness.SHIFT_METRICS].
 
         Returns:
             The worst row.
@@ -175,7 +177,8 @@ class ShiftReport:
 
     @property
     def worst_case(self) -> dict[str, ShiftResult]:
-        """``{metric: worst row}`` for every metric of :data:`SHIFT_METRICS`."""
+        """``{metric: worst row}`` for every metric of
+        [`SHIFT_METRICS`][cxr_pneumonia.robustness.SHIFT_METRICS]."""
         return {metric: self.worst(metric) for metric in SHIFT_METRICS}
 
     def to_dict(self) -> dict[str, Any]:
@@ -207,7 +210,8 @@ class ShiftReport:
         }
 
     def to_json(self, *, indent: int | None = 2) -> str:
-        """The report as strict JSON text (see :meth:`to_dict`).
+        """The report as strict JSON text (see
+        [`to_dict`][cxr_pneumonia.robustness.ShiftReport.to_dict]).
 
         Args:
             indent: Indentation, or ``None`` for one line.
@@ -299,7 +303,8 @@ def _check_metric(metric: str) -> None:
 
 
 ShiftSpec = Mapping[str, Sequence[float]] | Sequence[str]
-"""What :func:`shift_report` accepts as ``shifts``: name -> strengths, or names."""
+"""What [`shift_report`][cxr_pneumonia.robustness.shift_report] accepts as ``shifts``: name ->
+strengths, or names."""
 
 
 def _shift_plan(shifts: ShiftSpec) -> list[tuple[str, float]]:
@@ -371,28 +376,29 @@ def shift_report(
     """Score a model on a labelled split under controlled acquisition shifts.
 
     Every (shift, strength) of ``shifts`` is applied to the split's decoded
-    ``uint8`` images (:mod:`cxr_pneumonia.shifts`), and the model is run on
+    ``uint8`` images ([`cxr_pneumonia.shifts`][cxr_pneumonia.shifts]), and the model is run on
     the shifted copy; the same threshold is used throughout, so a shift that
     moves the scores shows as lost sensitivity or specificity even when the
     ranking (ROC AUC) holds.
 
     Args:
-        model_or_predictor: A :class:`~cxr_pneumonia.Predictor` (its bundle's
+        model_or_predictor: A [`Predictor`][cxr_pneumonia.predictor.Predictor] (its bundle's
             threshold is used) or a ``keras.Model`` (threshold 0.5), as for
-            :func:`~cxr_pneumonia.evaluate`.
-        data: A :class:`~cxr_pneumonia.DatasetSplits` loaded at the model's
+            [`evaluate`][cxr_pneumonia.evaluation.scoring.evaluate].
+        data: A [`DatasetSplits`][cxr_pneumonia.data.splits.DatasetSplits] loaded at the model's
             image size and color mode (its ``images[split]`` are used), or a
             tuple ``(images, labels)``: ``uint8`` ``(N, H, W, C)`` and 0/1.
         split: Which split of a ``DatasetSplits`` to score.
         threshold: Decision threshold in ``[0, 1]``; default: the predictor's
             ``threshold`` attribute, else 0.5.
-        shifts: ``{name: strengths}`` (default :data:`~cxr_pneumonia.shifts.DEFAULT_SHIFTS`)
-            or a list of shift names (each at its default strengths).
+        shifts: ``{name: strengths}`` (default
+            [`DEFAULT_SHIFTS`][cxr_pneumonia.shifts.DEFAULT_SHIFTS]) or a list of shift names (each
+            at its default strengths).
         batch_size: Images per inference batch (default: the predictor's, or 32).
         seed: Seed of the random shifts (noise).
 
     Returns:
-        The :class:`ShiftReport`.
+        The [`ShiftReport`][cxr_pneumonia.robustness.ShiftReport].
 
     Raises:
         ValueError: If the split is absent, the images do not fit the model's
@@ -400,7 +406,7 @@ def shift_report(
             strength is invalid, or ``threshold`` is out of range.
         TypeError: If ``data`` or ``model_or_predictor`` is of an unsupported type.
 
-    Example:
+    Examples:
         >>> report = shift_report(predictor, data, shifts={"contrast": [0.6]})  # doctest: +SKIP
         >>> report.rows[0].specificity                                          # doctest: +SKIP
         0.851

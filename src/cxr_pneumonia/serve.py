@@ -2,7 +2,8 @@
 
 Needs the ``serve`` extra: ``pip install 'cxr-pneumonia[serve]'`` (Starlette,
 uvicorn, python-multipart). Run it with ``cxr-pneumonia serve`` or
-:func:`serve`, or mount :func:`create_app`'s app in any ASGI server.
+[`serve`][cxr_pneumonia.serve.serve], or mount [`create_app`][cxr_pneumonia.serve.create_app]'s app
+in any ASGI server.
 
 Endpoints:
 
@@ -18,18 +19,18 @@ Endpoints:
 
 Every refused request gets a JSON body ``{"error": "..."}`` and a 4xx status:
 400 (empty body, not an image, malformed form or threshold, malformed HTTP
-such as a bad ``Content-Length`` when served by :func:`serve`), 404, 405, 408
+such as a bad ``Content-Length`` when served by [`serve`][cxr_pneumonia.serve.serve]), 404, 405, 408
 (the body took longer than ``read_timeout``), 413 (over ``max_body_bytes``,
 refused from ``Content-Length`` before reading when it is given). A prediction
 that takes longer than ``predict_timeout`` gets 503.
 
 Concurrent requests are micro-batched: requests wait in a queue, and one
 worker takes up to ``max_batch_size`` of them at a time into a single
-:meth:`Predictor.predict <cxr_pneumonia.predictor.Predictor.predict>` call
+[`Predictor.predict`][cxr_pneumonia.predictor.Predictor.predict] call
 (decoding in its thread pool, one inference batch), so sixteen concurrent
 requests cost about one batch, not sixteen single predictions.
 
-Example:
+Examples:
     >>> from cxr_pneumonia.serve import create_app
     >>> app = create_app()  # the shipped model, loaded at start-up
 """
@@ -290,18 +291,19 @@ def create_app(
     """The ASGI app of the prediction service.
 
     Args:
-        predictor: A :class:`~cxr_pneumonia.predictor.Predictor`, a function
+        predictor: A [`Predictor`][cxr_pneumonia.predictor.Predictor], a function
             returning one (called at start-up, in a thread), a bundle folder,
             or ``None`` for the model shipped with the package. Loading and a
             warm-up prediction happen at start-up; ``/ready`` answers 503 until
             they are done.
-        config: Limits and batching; default :class:`ServiceConfig()`.
+        config: Limits and batching; default `ServiceConfig()`.
 
     Returns:
-        A Starlette app; ``app.state.stats`` holds its :class:`ServiceStats`.
+        A Starlette app; ``app.state.stats`` holds its
+        [`ServiceStats`][cxr_pneumonia.serve.ServiceStats].
 
     Raises:
-        ValueError: If ``config`` is not a :class:`ServiceConfig`.
+        ValueError: If ``config`` is not a [`ServiceConfig`][cxr_pneumonia.serve.ServiceConfig].
     """
     config = config if config is not None else ServiceConfig()
     if not isinstance(config, ServiceConfig):
@@ -474,7 +476,7 @@ def uvicorn_server(
     closed after ``timeout_keep_alive`` idle seconds, at most 64 KiB of headers.
 
     Args:
-        app: From :func:`create_app`.
+        app: From [`create_app`][cxr_pneumonia.serve.create_app].
         host: Interface to listen on.
         port: Port (``0``: a free one; read it from the socket once started).
         timeout_keep_alive: Idle seconds before a keep-alive connection is closed.
@@ -510,7 +512,7 @@ def serve(
     """Run the service until interrupted (Ctrl-C or SIGTERM).
 
     Args:
-        predictor: As for :func:`create_app`.
+        predictor: As for [`create_app`][cxr_pneumonia.serve.create_app].
         host: Interface to listen on (``"0.0.0.0"`` for every one).
         port: Port; ``0`` picks a free one.
         config: Limits and batching.

@@ -4,8 +4,8 @@ Radiographs from another hospital differ from the training data in ways a
 model should not care about: exposure and display curve (gamma, brightness,
 contrast), detector sharpness and processing (blur, unsharp masking), noise,
 lossy storage (JPEG), resolution, collimation and framing (crops, borders) and
-patient positioning (small rotations). :data:`SHIFTS` is a table of such
-shifts, each a :class:`Shift` that maps a batch ``(N, H, W, C)`` of ``uint8``
+patient positioning (small rotations). [`SHIFTS`][cxr_pneumonia.shifts.SHIFTS] is a table of such
+shifts, each a [`Shift`][cxr_pneumonia.shifts.Shift] that maps a batch ``(N, H, W, C)`` of ``uint8``
 images (``C`` = 1 or 3) to a new batch of the same shape and dtype at a given
 *strength*::
 
@@ -16,8 +16,8 @@ images (``C`` = 1 or 3) to a new batch of the same shape and dtype at a given
     noisy = SHIFTS["noise"](images, 8.0, seed=1)         # seeded
 
 Every shift has an *identity* strength at which it returns the images
-unchanged (a copy), and :data:`DEFAULT_SHIFTS` lists the strengths
-:func:`~cxr_pneumonia.robustness.shift_report` uses. The transforms are
+unchanged (a copy), and [`DEFAULT_SHIFTS`][cxr_pneumonia.shifts.DEFAULT_SHIFTS] lists the strengths
+[`shift_report`][cxr_pneumonia.robustness.shift_report] uses. The transforms are
 deterministic: only ``noise`` draws random numbers, from a generator seeded
 with ``(seed, index of the image in the batch)``, so an image gets the same
 noise at every strength (only scaled) and whatever else is in its batch.
@@ -37,7 +37,7 @@ noise at every strength (only scaled) and whatever else is in its batch.
 | `rotation` | degrees counter-clockwise, black corners | 0 | -10, -5, 5, 10 |
 
 Pixel values are rounded and clipped to ``0..255``. Resizing uses
-:func:`cxr_pneumonia.images.resize_image`, the resize of training and
+[`cxr_pneumonia.images.resize_image`][cxr_pneumonia.images.resize_image], the resize of training and
 inference. The module needs only numpy and Pillow (no TensorFlow), so data
 augmentation and out-of-distribution checks can import it cheaply.
 """
@@ -79,7 +79,7 @@ class Shift:
     Call it on a batch: ``shift(images, strength, seed=0)``.
 
     Attributes:
-        name: The key in :data:`SHIFTS`.
+        name: The key in [`SHIFTS`][cxr_pneumonia.shifts.SHIFTS].
         parameter: What the strength means, with its unit.
         identity: The strength at which the images are returned unchanged.
         strengths: Default strengths of a shift report (identity excluded).
@@ -128,7 +128,7 @@ class Shift:
 
         Args:
             images: ``uint8`` array ``(N, H, W, C)``, ``C`` = 1 or 3. Not modified.
-            strength: The strength (see :attr:`parameter`); :attr:`identity`
+            strength: The strength (see `parameter`); `identity`
                 returns a copy of ``images``.
             seed: Seed of the random part (only ``noise`` has one).
 
@@ -395,7 +395,7 @@ SHIFTS: Mapping[str, Shift] = _table(
         _rotation,
     ),
 )
-"""The shift table: name -> :class:`Shift` (read-only)."""
+"""The shift table: name -> [`Shift`][cxr_pneumonia.shifts.Shift] (read-only)."""
 
 DEFAULT_SHIFTS: Mapping[str, tuple[float, ...]] = MappingProxyType(
     {name: shift.strengths for name, shift in SHIFTS.items()}
@@ -404,7 +404,7 @@ DEFAULT_SHIFTS: Mapping[str, tuple[float, ...]] = MappingProxyType(
 
 
 def list_shifts() -> list[str]:
-    """Names of the shifts in :data:`SHIFTS`, in table order.
+    """Names of the shifts in [`SHIFTS`][cxr_pneumonia.shifts.SHIFTS], in table order.
 
     Returns:
         The names.
@@ -416,10 +416,10 @@ def get_shift(name: str) -> Shift:
     """Look a shift up by name.
 
     Args:
-        name: A key of :data:`SHIFTS`.
+        name: A key of [`SHIFTS`][cxr_pneumonia.shifts.SHIFTS].
 
     Returns:
-        The :class:`Shift`.
+        The [`Shift`][cxr_pneumonia.shifts.Shift].
 
     Raises:
         ValueError: If there is no shift of that name (the message lists them).
@@ -436,7 +436,7 @@ def apply_shift(images: np.ndarray, name: str, strength: float, *, seed: int = 0
 
     Args:
         images: ``uint8`` array ``(N, H, W, C)``, ``C`` = 1 or 3. Not modified.
-        name: A key of :data:`SHIFTS`.
+        name: A key of [`SHIFTS`][cxr_pneumonia.shifts.SHIFTS].
         strength: The shift's strength; its identity returns a copy.
         seed: Seed of the random part (only ``noise`` has one).
 
@@ -446,7 +446,7 @@ def apply_shift(images: np.ndarray, name: str, strength: float, *, seed: int = 0
     Raises:
         ValueError: For an unknown shift, an invalid batch or strength.
 
-    Example:
+    Examples:
         >>> batch = np.full((1, 8, 8, 1), 64, dtype=np.uint8)
         >>> int(apply_shift(batch, "gamma", 0.5)[0, 0, 0, 0])
         128

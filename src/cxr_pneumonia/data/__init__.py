@@ -1,17 +1,17 @@
 """Data: sources, downloads, folder layouts, patient-grouped splits and the cached pipeline.
 
-:func:`load_dataset` is the entry point: it reads a folder you already have
-(``data_dir=``) or downloads a registered data set by name, decodes every image
-once into an on-disk cache, draws a patient-grouped validation split, and
-returns a :class:`DatasetSplits` of batched ``tf.data`` pipelines.
+[`load_dataset`][cxr_pneumonia.data.loading.load_dataset] is the entry point: it reads a folder you
+already have (``data_dir=``) or downloads a registered data set by name, decodes every image once
+into an on-disk cache, draws a patient-grouped validation split, and returns a
+[`DatasetSplits`][cxr_pneumonia.data.splits.DatasetSplits] of batched ``tf.data`` pipelines.
 
-The flow: :mod:`~cxr_pneumonia.data.sources` (registry) ->
-:mod:`~cxr_pneumonia.data.download` (pooch, hashes, safe extraction) ->
-:mod:`~cxr_pneumonia.data.layouts` (folder layouts, patient ids) ->
-:mod:`~cxr_pneumonia.data.split` (grouped split, folds) ->
-:mod:`~cxr_pneumonia.data.pipeline` (decode cache, ``tf.data``, augmentation),
-put together by :mod:`~cxr_pneumonia.data.loading` (:func:`load_dataset`).
-This file only re-exports.
+The flow: `cxr_pneumonia.data.sources` (registry) ->
+`cxr_pneumonia.data.download` (pooch, hashes, safe extraction) ->
+`cxr_pneumonia.data.layouts` (folder layouts, patient ids) ->
+`cxr_pneumonia.data.split` (grouped split, folds) ->
+`cxr_pneumonia.data.pipeline` (decode cache, ``tf.data``, augmentation),
+put together by `cxr_pneumonia.data.loading`
+([`load_dataset`][cxr_pneumonia.data.loading.load_dataset]). This file only re-exports.
 """
 
 from cxr_pneumonia.data.layouts import DatasetFiles, find_images, patient_groups, patient_id

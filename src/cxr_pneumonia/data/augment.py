@@ -1,7 +1,7 @@
 """Random augmentation of training batches: one projective warp per batch, then intensity.
 
-:class:`Augmentation` holds the ranges (a frozen dataclass);
-:func:`augment_batch` applies them to a whole ``uint8`` batch with stateless
+[`Augmentation`][cxr_pneumonia.data.augment.Augmentation] holds the ranges (a frozen dataclass);
+`augment_batch` applies them to a whole ``uint8`` batch with stateless
 randomness keyed by a seed, so the same seed always gives the same batch.
 
 All geometric parts (random-resized crop, rotation, shear, zoom, shift, flips)
@@ -11,7 +11,7 @@ many parts are enabled). The intensity parts follow, batched with one random
 value per image: blur, sharpening, contrast, additive and multiplicative
 brightness, gamma, then noise.
 
-:func:`transform_matrices` builds the matrices from uniform draws; it is
+`transform_matrices` builds the matrices from uniform draws; it is
 public so that the distribution of the transforms can be checked on its own.
 
 TensorFlow is imported lazily, inside the functions that need it.
@@ -51,10 +51,10 @@ class Augmentation:
     Each parameter is drawn independently per image. All geometric parts are
     fused into a single affine warp about the image centre (one bilinear
     interpolation, however many are enabled); the intensity parts follow. A
-    range of ``0``, ``None`` (or ``False``) disables that part; :attr:`enabled`
-    is ``False`` when all are disabled. The fields after ``fill_value`` are off
-    by default, so ``Augmentation()`` is the same augmentation as before they
-    were added.
+    range of ``0``, ``None`` (or ``False``) disables that part;
+    [`enabled`][cxr_pneumonia.data.augment.Augmentation.enabled] is ``False`` when all are disabled.
+    The fields after ``fill_value`` are off by default, so ``Augmentation()`` is the same
+    augmentation as before they were added.
 
     The order of the steps: random-resized crop, then flips, zoom, shear,
     rotation and shift (one warp); blur, sharpening, contrast, brightness
@@ -107,7 +107,7 @@ class Augmentation:
         ValueError: If a range is negative, too large or not ``(low, high)``
             with ``low <= high``, or ``fill_mode`` is unknown.
 
-    Example:
+    Examples:
         >>> Augmentation(rotation=5.0, horizontal_flip=False).enabled
         True
         >>> Augmentation.disabled().enabled
@@ -387,7 +387,7 @@ def transform_matrices(
     ``p -> k (p - c) + c + o``.
 
     Args:
-        u: Draws of the original parameters, ``(B, 9)``, see :func:`draw_uniforms`.
+        u: Draws of the original parameters, ``(B, 9)``, see `draw_uniforms`.
         v: Draws of the later parameters, ``(B, 9)``.
         aug: The ranges.
         height: Image height (a scalar tensor or number).

@@ -3,14 +3,14 @@
 Where files go:
     ``<cache_dir>/downloads/<source name>/<source filename>``, and an archive is
     extracted beside it into ``<cache_dir>/downloads/<source name>/<archive stem>/``.
-    ``cache_dir`` defaults to :func:`default_cache_dir` (the
-    ``CXR_PNEUMONIA_CACHE_DIR`` environment variable, else pooch's per-user
-    cache folder for ``cxr-pneumonia``).
+    ``cache_dir`` defaults to [`default_cache_dir`][cxr_pneumonia.data.download.default_cache_dir]
+    (the ``CXR_PNEUMONIA_CACHE_DIR`` environment variable, else pooch's per-user cache folder for
+    ``cxr-pneumonia``).
 
 What is trusted:
     * A source with a ``known_hash`` is checked against it after every download
       and on every later use. A download that does not match raises
-      :class:`~cxr_pneumonia.DownloadError` naming both hashes and keeps
+      [`DownloadError`][cxr_pneumonia.exceptions.DownloadError] naming both hashes and keeps
       nothing; a cached copy that no longer matches is downloaded again.
     * A source without a published hash (``kermany2018``) is *trusted on first
       use*: the SHA-256 of the first complete download is recorded beside the
@@ -24,10 +24,10 @@ What is trusted:
       interrupted download never leaves a file that a later call would use.
       Network errors are retried (``retries`` times, by pooch); a hash mismatch
       is not, since downloading the same bytes again would not help.
-    * :func:`extract_archive` refuses archives with members that would land
-      outside the target folder (absolute paths, ``..``, links pointing out),
-      extracts into a temporary folder beside the target and renames it into
-      place with a completion marker, so a half-done extraction is never used.
+    * [`extract_archive`][cxr_pneumonia.data.download.extract_archive] refuses archives with members
+      that would land outside the target folder (absolute paths, ``..``, links pointing out),
+      extracts into a temporary folder beside the target and renames it into place with a completion
+      marker, so a half-done extraction is never used.
 
 Logs go to the ``"cxr_pneumonia"`` logger.
 """
@@ -96,9 +96,10 @@ def fetch(
     """Download a data set file into the cache (or reuse the checked cached copy).
 
     Args:
-        source: A :class:`~cxr_pneumonia.data.sources.DatasetSource` or a
+        source: A [`DatasetSource`][cxr_pneumonia.data.sources.DatasetSource] or a
             registered name such as ``"kermany2018"``.
-        cache_dir: Cache folder; defaults to :func:`default_cache_dir`.
+        cache_dir: Cache folder; defaults to
+            [`default_cache_dir`][cxr_pneumonia.data.download.default_cache_dir].
         progress: Show a tqdm progress bar on stderr while downloading.
         retries: How many times to retry a download that failed for a network
             or server error (pooch waits 1, 2, 3... seconds between attempts).
@@ -148,12 +149,14 @@ def ensure_local(
     progress: bool = True,
     retries: int = 3,
 ) -> Path:
-    """Make a data set usable locally: download (see :func:`fetch`) and extract archives.
+    """Make a data set usable locally: download (see [`fetch`][cxr_pneumonia.data.download.fetch])
+    and extract archives.
 
     Args:
-        source: A :class:`~cxr_pneumonia.data.sources.DatasetSource` or a
+        source: A [`DatasetSource`][cxr_pneumonia.data.sources.DatasetSource] or a
             registered name.
-        cache_dir: Cache folder; defaults to :func:`default_cache_dir`.
+        cache_dir: Cache folder; defaults to
+            [`default_cache_dir`][cxr_pneumonia.data.download.default_cache_dir].
         progress: Show a progress bar while downloading.
         retries: Retries of a download that failed for a network or server error.
 
@@ -164,9 +167,9 @@ def ensure_local(
 
     Raises:
         UnknownDatasetError: If ``source`` is a name that is not registered.
-        DownloadError: As :func:`fetch`, or if the archive is corrupt or unsafe
-            (the cached archive and its trust-on-first-use hash record are then
-            removed, so that a retry against a fixed server starts afresh).
+        DownloadError: As [`fetch`][cxr_pneumonia.data.download.fetch], or if the archive is corrupt
+            or unsafe (the cached archive and its trust-on-first-use hash record are then removed,
+            so that a retry against a fixed server starts afresh).
         CacheError: If the cache folder can't be created or written.
     """
     if isinstance(source, str):
@@ -262,8 +265,8 @@ def extract_archive(path: str | os.PathLike[str], dest: str | os.PathLike[str]) 
 class _CheckingDownloader:
     """A pooch downloader that checks the temporary download before pooch moves it in place.
 
-    Raising :class:`DownloadError` (not ``ValueError``) on a mismatch makes pooch
-    skip its retries while still deleting the temporary file.
+    Raising [`DownloadError`][cxr_pneumonia.exceptions.DownloadError] (not ``ValueError``) on a
+    mismatch makes pooch skip its retries while still deleting the temporary file.
     """
 
     def __init__(

@@ -1,7 +1,7 @@
 """Find the images of a chest X-ray data folder, whatever copy of the data it holds.
 
-:func:`find_images` recognises the folder layouts the data set of Kermany et
-al. (2018) is distributed in, plus the plain ones people make themselves:
+[`find_images`][cxr_pneumonia.data.layouts.find_images] recognises the folder layouts the data set
+of Kermany et al. (2018) is distributed in, plus the plain ones people make themselves:
 
 =================  ==========================================================
 ``kaggle``         ``chest_xray/{train,val,test}/{NORMAL,PNEUMONIA}``: the Kaggle
@@ -20,13 +20,13 @@ al. (2018) is distributed in, plus the plain ones people make themselves:
 The folder given may also *contain* one of these a few levels down (an
 extracted archive folder holding ``chest_xray/``). Folder names are matched
 case-insensitively; only files with an image suffix
-(:data:`~cxr_pneumonia.images.IMAGE_EXTENSIONS`) count, and hidden entries
+(`IMAGE_EXTENSIONS`) count, and hidden entries
 (``.DS_Store``, AppleDouble ``._*`` files) and ``__MACOSX/`` are skipped. A
 ``val/`` folder in any split layout is merged into ``train``: the library draws
-its own patient-grouped validation split (:mod:`cxr_pneumonia.data.split`).
+its own patient-grouped validation split (`cxr_pneumonia.data.split`).
 
-:func:`patient_id` reads the patient out of every file naming scheme of the
-data, so that a validation split never puts one patient on both sides.
+[`patient_id`][cxr_pneumonia.data.layouts.patient_id] reads the patient out of every file naming
+scheme of the data, so that a validation split never puts one patient on both sides.
 """
 
 from __future__ import annotations
@@ -71,7 +71,8 @@ LAYOUTS: Mapping[str, str] = MappingProxyType(
         "class-folders": "<root>/{NORMAL,PNEUMONIA} (one split: train)",
     }
 )
-"""Name -> description of every folder layout :func:`find_images` accepts."""
+"""Name -> description of every folder layout
+[`find_images`][cxr_pneumonia.data.layouts.find_images] accepts."""
 
 _SPLIT_FOLDERS = ("train", "val", "test")
 """Split folder names (lower case); ``val`` is merged into ``train``."""
@@ -97,7 +98,7 @@ class DatasetFiles:
     Attributes:
         root: The folder that holds the layout (the one with ``train/`` or
             ``NORMAL/``), which may lie below the folder that was searched.
-        layout: The name of the layout detected, a key of :data:`LAYOUTS`.
+        layout: The name of the layout detected, a key of `LAYOUTS`.
         files: Per split (``"train"``, and ``"test"`` when present), the image
             paths, sorted by class, then by path.
         labels: Per split, the labels (``int32``, read-only) aligned with
@@ -148,7 +149,7 @@ def find_images(root: PathLike) -> DatasetFiles:
     """Detect the layout of a data folder and list its images with their labels.
 
     Args:
-        root: A folder in one of the :data:`LAYOUTS`, or a folder containing
+        root: A folder in one of the `LAYOUTS`, or a folder containing
             one (up to three levels down, e.g. an extracted archive).
 
     Returns:
@@ -160,7 +161,7 @@ def find_images(root: PathLike) -> DatasetFiles:
             layout (the message lists what it holds and the layouts accepted),
             holds several data sets, or a class folder holds no image file.
 
-    Example:
+    Examples:
         >>> files = find_images("~/data/chest_xray")  # doctest: +SKIP
         >>> files.layout, files.class_counts["train"]  # doctest: +SKIP
         ('kaggle', {'NORMAL': 1349, 'PNEUMONIA': 3883})
@@ -246,9 +247,10 @@ def patient_id(path: PathLike) -> str | None:
 def patient_groups(paths: Iterable[PathLike]) -> tuple[str, ...]:
     """The patient of every file, for a patient-grouped split.
 
-    Files whose names encode no patient (see :func:`patient_id`) each get a
-    group of their own (``"file:<path>"``), and one
-    :class:`UnparsedPatientWarning` says how many there were.
+    Files whose names encode no patient (see [`patient_id`][cxr_pneumonia.data.layouts.patient_id])
+    each get a group of their own (``"file:<path>"``), and one
+    [`UnparsedPatientWarning`][cxr_pneumonia.data.layouts.UnparsedPatientWarning] says how many
+    there were.
 
     Args:
         paths: File paths or names.

@@ -1,13 +1,11 @@
 """load_dataset: a folder or a registered data set -> patient-grouped, cached ``tf.data`` splits.
 
-:func:`load_dataset` reads a folder you already have (``data_dir=``) or
-downloads a registered data set by name, decodes every image once into an
-on-disk cache, draws a patient-grouped validation split, and returns a
-:class:`~cxr_pneumonia.data.splits.DatasetSplits` of batched ``tf.data``
-pipelines. It composes the public functions of
-:mod:`~cxr_pneumonia.data.sources`, :mod:`~cxr_pneumonia.data.download`,
-:mod:`~cxr_pneumonia.data.layouts`, :mod:`~cxr_pneumonia.data.split` and
-:mod:`~cxr_pneumonia.data.pipeline`.
+[`load_dataset`][cxr_pneumonia.data.loading.load_dataset] reads a folder you already have
+(``data_dir=``) or downloads a registered data set by name, decodes every image once into an on-disk
+cache, draws a patient-grouped validation split, and returns a
+[`DatasetSplits`][cxr_pneumonia.data.splits.DatasetSplits] of batched ``tf.data`` pipelines. It
+composes the public functions of `cxr_pneumonia.data.sources`, `cxr_pneumonia.data.download`,
+`cxr_pneumonia.data.layouts`, `cxr_pneumonia.data.split` and `cxr_pneumonia.data.pipeline`.
 """
 
 from __future__ import annotations
@@ -67,7 +65,7 @@ def load_dataset(
     """Load a chest X-ray data set as batched ``tf.data`` pipelines.
 
     Image folders (``data_dir=``, or a downloaded archive) are decoded and
-    resized once, in parallel, with :func:`~cxr_pneumonia.prepare_image` (the
+    resized once, in parallel, with [`prepare_image`][cxr_pneumonia.images.prepare_image] (the
     preprocessing inference uses), and cached as ``uint8`` arrays under
     ``<cache_dir>/decoded/``; later epochs and later calls read that cache and
     no image file. Files that can't be decoded are skipped with one warning
@@ -78,12 +76,13 @@ def load_dataset(
     train / val / test split, which is used as is.
 
     Args:
-        name: A registered data set (see :func:`list_datasets`); ignored when
-            ``data_dir`` is given.
+        name: A registered data set (see
+            [`list_datasets`][cxr_pneumonia.data.sources.list_datasets]); ignored when ``data_dir``
+            is given.
         data_dir: A folder already on disk in one of the accepted layouts (see
-            :data:`~cxr_pneumonia.data.layouts.LAYOUTS`); nothing is downloaded.
+            `LAYOUTS`); nothing is downloaded.
         cache_dir: Folder for downloads and decoded images; defaults to
-            :func:`~cxr_pneumonia.data.download.default_cache_dir` (the
+            [`default_cache_dir`][cxr_pneumonia.data.download.default_cache_dir] (the
             ``CXR_PNEUMONIA_CACHE_DIR`` environment variable, else the OS cache).
         image_size: ``(height, width)`` of the images served.
         color_mode: ``"grayscale"`` (1 channel) or ``"rgb"`` (3 channels).
@@ -91,15 +90,14 @@ def load_dataset(
         validation_fraction: Share of the training files held out for
             validation, in ``[0, 1)``; ``0`` gives no validation split.
         augment: Augment the training split on the fly: ``True`` (default
-            ranges), ``False``, or an :class:`Augmentation`.
+            ranges), ``False``, or an [`Augmentation`][cxr_pneumonia.data.augment.Augmentation].
         seed: Seed of the validation split, the shuffling and the augmentation.
         progress: Show progress bars while downloading and decoding.
 
     Returns:
-        A :class:`DatasetSplits`: ``train`` (shuffled each epoch, augmented),
-        ``validation`` and ``test`` (in file order; ``None`` when absent),
-        with the files, labels, patients, decoded images and class weights of
-        every split.
+        A [`DatasetSplits`][cxr_pneumonia.data.splits.DatasetSplits] with ``train`` (shuffled each
+        epoch, augmented), ``validation`` and ``test`` (in file order; ``None`` when absent), with
+        the files, labels, patients, decoded images and class weights of every split.
 
     Raises:
         ValueError: If an argument is invalid (the message says what is allowed).
@@ -112,7 +110,7 @@ def load_dataset(
     Warns:
         SkippedFilesWarning: Once, naming the files that could not be decoded.
 
-    Example:
+    Examples:
         >>> splits = load_dataset(data_dir="~/data/chest_xray")  # doctest: +SKIP
         >>> print(splits.summary())  # doctest: +SKIP
         >>> model.fit(splits.train, validation_data=splits.validation,
@@ -168,7 +166,7 @@ def load_dataset(
 
 @dataclass(frozen=True)
 class _Options:
-    """The validated arguments of :func:`load_dataset`."""
+    """The validated arguments of [`load_dataset`][cxr_pneumonia.data.loading.load_dataset]."""
 
     size: tuple[int, int]
     mode: str

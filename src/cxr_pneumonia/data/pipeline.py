@@ -2,17 +2,17 @@
 
 Decoding ~1,000 x 1,300 JPEGs every epoch is what makes the reference notebooks
 slow. Here every file is decoded and resized once, in parallel, through
-:func:`cxr_pneumonia.images.prepare_image` (the same function inference uses),
-and the ``uint8`` pixels are stored as one ``.npy`` file in the cache folder.
-Later epochs and later runs memory-map that file; no image file is read again.
+[`cxr_pneumonia.images.prepare_image`][cxr_pneumonia.images.prepare_image] (the same function
+inference uses), and the ``uint8`` pixels are stored as one ``.npy`` file in the cache folder. Later
+epochs and later runs memory-map that file; no image file is read again.
 
-* :func:`decode_cached` builds or reuses the cache and reports which files could
-  not be decoded (they are skipped, with one warning, never mislabeled).
-* :func:`make_dataset` turns the cached pixels and their labels into a batched
-  ``tf.data.Dataset`` of ``(uint8 images, int32 labels)``, shuffled per epoch and
-  optionally augmented on the fly.
-* :class:`~cxr_pneumonia.data.augment.Augmentation` (defined in
-  :mod:`~cxr_pneumonia.data.augment`, re-exported here) holds the ranges of the
+* [`decode_cached`][cxr_pneumonia.data.pipeline.decode_cached] builds or reuses the cache and
+  reports which files could not be decoded (they are skipped, with one warning, never mislabeled).
+* [`make_dataset`][cxr_pneumonia.data.pipeline.make_dataset] turns the cached pixels and their
+  labels into a batched ``tf.data.Dataset`` of ``(uint8 images, int32 labels)``, shuffled per epoch
+  and optionally augmented on the fly.
+* [`Augmentation`][cxr_pneumonia.data.augment.Augmentation] (defined in
+  `cxr_pneumonia.data.augment`, re-exported here) holds the ranges of the
   random augmentation, applied per batch. Shuffling and augmentation draw with
   stateless ops keyed by ``(seed, epoch, batch)`` (see ``_keyed_epochs``): the
   same seed gives the same batches in any process, whatever TensorFlow's global
@@ -94,12 +94,13 @@ def make_dataset(
     anew.
 
     Args:
-        images: ``uint8`` array ``(N, H, W, C)``, e.g. from :func:`decode_cached`.
+        images: ``uint8`` array ``(N, H, W, C)``, e.g. from
+            [`decode_cached`][cxr_pneumonia.data.pipeline.decode_cached].
         labels: ``N`` integer labels aligned with ``images``.
         batch_size: Images per batch (> 0).
         shuffle: Reshuffle the order every epoch.
-        augment: An :class:`Augmentation`, ``True`` for the default ranges or
-            ``False`` for none.
+        augment: An [`Augmentation`][cxr_pneumonia.data.augment.Augmentation], ``True`` for the
+            default ranges or ``False`` for none.
         seed: Seed of the shuffling and the augmentation.
         drop_remainder: Drop the last, smaller batch.
 
@@ -227,10 +228,11 @@ def check_augment(augment: Augmentation | bool) -> Augmentation | None:
 
     Args:
         augment: ``True`` (default ranges), ``False``/``None`` (none), or an
-            :class:`Augmentation`.
+            [`Augmentation`][cxr_pneumonia.data.augment.Augmentation].
 
     Returns:
-        An :class:`Augmentation`, or ``None`` for no augmentation.
+        An [`Augmentation`][cxr_pneumonia.data.augment.Augmentation], or ``None`` for no
+        augmentation.
 
     Raises:
         ValueError: If ``augment`` is none of these.
@@ -279,9 +281,9 @@ def decode_cached(
     Returns:
         ``(images, kept)``: ``images`` is a read-only ``uint8`` array
         ``(kept.sum(), H, W, C)`` (a memory map of the cache when ``files`` is
-        sorted, as :func:`~cxr_pneumonia.load_dataset` passes them; otherwise an
-        in-memory copy in the order of ``files``); ``kept`` is a boolean mask
-        aligned with ``files``.
+        sorted, as [`load_dataset`][cxr_pneumonia.data.loading.load_dataset] passes them; otherwise
+        an in-memory copy in the order of ``files``); ``kept`` is a boolean mask aligned with
+        ``files``.
 
     Raises:
         CacheError: If the cache folder can't be created, written or read.
@@ -334,7 +336,8 @@ def decode_cached_with_skipped(
     key: str,
     progress: bool,
 ) -> tuple[np.ndarray, np.ndarray, list[tuple[str, str]]]:
-    """:func:`decode_cached` without the warning, for callers that warn once for many calls.
+    """[`decode_cached`][cxr_pneumonia.data.pipeline.decode_cached] without the warning, for callers
+    that warn once for many calls.
 
     Args:
         files: Image file paths.
@@ -345,8 +348,9 @@ def decode_cached_with_skipped(
         progress: Show a progress bar while decoding.
 
     Returns:
-        ``(images, kept, skipped)``: as :func:`decode_cached`, plus the
-        ``(file, reason)`` pairs of the files that could not be decoded.
+        ``(images, kept, skipped)``: as
+        [`decode_cached`][cxr_pneumonia.data.pipeline.decode_cached], plus the ``(file, reason)``
+        pairs of the files that could not be decoded.
 
     Raises:
         CacheError: If the cache folder can't be created, written or read.

@@ -1,9 +1,11 @@
 """The data set registry: where each named data set comes from, and how to check it.
 
-The registry is a plain table of :class:`DatasetSource` entries, keyed by name.
-:func:`list_datasets` and :func:`get_source` read it, :func:`register_dataset`
-adds to it (for example a mirror of your own), and the downloader
-(:mod:`cxr_pneumonia.data.download`) only ever works from a ``DatasetSource``.
+The registry is a plain table of [`DatasetSource`][cxr_pneumonia.data.sources.DatasetSource]
+entries, keyed by name. [`list_datasets`][cxr_pneumonia.data.sources.list_datasets] and
+[`get_source`][cxr_pneumonia.data.sources.get_source] read it,
+[`register_dataset`][cxr_pneumonia.data.sources.register_dataset] adds to it (for example a mirror
+of your own), and the downloader (`cxr_pneumonia.data.download`) only ever works from a
+``DatasetSource``.
 
 Built-in sources:
 
@@ -22,7 +24,7 @@ Hashes are written in pooch's ``"<algorithm>:<hex digest>"`` form, for example
 ``"sha256:9f86d0..."`` or ``"md5:28209e..."``; ``None`` means "no published hash,
 trust on first use".
 
-This module imports nothing else of the package but :mod:`cxr_pneumonia.exceptions`.
+This module imports nothing else of the package but `cxr_pneumonia.exceptions`.
 """
 
 from __future__ import annotations
@@ -150,7 +152,7 @@ class DatasetSource:
         name: Registry name, e.g. ``"kermany2018"`` (letters, digits, ``.``,
             ``_``, ``-``; also the name of its cache sub-folder).
         url: ``http(s)`` address of the file.
-        known_hash: ``"<algorithm>:<hex>"`` (see :data:`HASH_ALGORITHMS`), or
+        known_hash: ``"<algorithm>:<hex>"`` (see `HASH_ALGORITHMS`), or
             ``None`` to trust the first download and record its SHA-256.
         filename: Name of the file in the cache (a single path component;
             needed because some URLs, like Mendeley's, end in ``file_downloaded``).
@@ -266,9 +268,10 @@ def list_datasets() -> tuple[str, ...]:
     """Names of the registered data sets, sorted.
 
     Returns:
-        The names :func:`get_source` (and ``load_dataset``) accept.
+        The names [`get_source`][cxr_pneumonia.data.sources.get_source] (and ``load_dataset``)
+        accept.
 
-    Example:
+    Examples:
         >>> "kermany2018" in list_datasets()
         True
     """
@@ -279,10 +282,11 @@ def get_source(name: str) -> DatasetSource:
     """Look up a registered data set.
 
     Args:
-        name: A name from :func:`list_datasets`, e.g. ``"kermany2018"``.
+        name: A name from [`list_datasets`][cxr_pneumonia.data.sources.list_datasets], e.g.
+            ``"kermany2018"``.
 
     Returns:
-        Its :class:`DatasetSource`.
+        Its [`DatasetSource`][cxr_pneumonia.data.sources.DatasetSource].
 
     Raises:
         UnknownDatasetError: If ``name`` is not registered; the message lists
@@ -327,14 +331,15 @@ def register_dataset(
         description: One line about the data set.
 
     Returns:
-        The registered :class:`DatasetSource`.
+        The registered [`DatasetSource`][cxr_pneumonia.data.sources.DatasetSource].
 
     Raises:
         ValueError: If ``name`` is already registered and ``overwrite`` is
-            false, if a field is invalid (see :class:`DatasetSource`), or if
-            the kind can't be inferred.
+            false, if a field is invalid (see
+            [`DatasetSource`][cxr_pneumonia.data.sources.DatasetSource]), or if the kind can't be
+            inferred.
 
-    Example:
+    Examples:
         >>> register_dataset(  # doctest: +SKIP
         ...     "kermany2018-mirror",
         ...     url="https://example.org/data/ChestXRay2017.zip",

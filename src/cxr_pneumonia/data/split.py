@@ -3,7 +3,7 @@
 Several radiographs of the data set of Kermany et al. (2018) come from one
 patient; a split drawn image by image puts the same child on both sides and
 inflates validation scores. These functions draw whole groups (patients, see
-:func:`~cxr_pneumonia.data.layouts.patient_groups`) and keep the class
+[`patient_groups`][cxr_pneumonia.data.layouts.patient_groups]) and keep the class
 ratios of every part close to those of the whole.
 
 Both work greedily on groups, class by class: a group counts for the majority
@@ -53,7 +53,7 @@ def grouped_split(
             ``labels`` are not integers, ``fraction`` is outside ``[0, 1)``, or
             there are too few groups to leave any for training.
 
-    Example:
+    Examples:
         >>> train, val = grouped_split([0, 0, 1, 1], ["a", "b", "c", "d"], fraction=0.5, seed=0)
         >>> sorted(map(len, (train, val)))
         [2, 2]
@@ -106,8 +106,9 @@ def grouped_kfold(
         no group is split between the two parts of a pair.
 
     Raises:
-        ValueError: If the inputs are invalid (see :func:`grouped_split`) or
-            ``folds`` is not an integer in ``[2, number of groups]``.
+        ValueError: If the inputs are invalid (see
+            [`grouped_split`][cxr_pneumonia.data.split.grouped_split]) or ``folds`` is not an
+            integer in ``[2, number of groups]``.
     """
     label_index, group_index, n_groups = _prepare(labels, groups)
     if isinstance(folds, bool) or not isinstance(folds, numbers.Integral) or folds < 2:

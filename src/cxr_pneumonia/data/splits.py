@@ -1,4 +1,4 @@
-"""`DatasetSplits`: what :func:`~cxr_pneumonia.load_dataset` returns."""
+"""`DatasetSplits`: what [`load_dataset`][cxr_pneumonia.data.loading.load_dataset] returns."""
 
 from __future__ import annotations
 

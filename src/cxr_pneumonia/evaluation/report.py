@@ -1,4 +1,5 @@
-"""The evaluation report: :class:`EvaluationReport` and how it is built from scores."""
+"""The evaluation report: [`EvaluationReport`][cxr_pneumonia.evaluation.report.EvaluationReport] and
+how it is built from scores."""
 
 from __future__ import annotations
 
@@ -47,11 +48,13 @@ def _json_float(value: float) -> float | None:
 class EvaluationReport:
     """The metrics of a binary classifier on one data set, at one threshold.
 
-    Build one with :func:`evaluate` (runs the model) or
-    :meth:`from_scores` (from labels and scores you already have). The report
-    keeps the raw labels and scores, so it can be re-thresholded
-    (:meth:`at_threshold`) or asked for a threshold (:meth:`threshold_for`)
-    without running the model again.
+    Build one with [`evaluate`][cxr_pneumonia.evaluation.scoring.evaluate] (runs the model) or
+    [`from_scores`][cxr_pneumonia.evaluation.report.EvaluationReport.from_scores] (from labels and
+    scores you already have). The report keeps the raw labels and scores, so it can be
+    re-thresholded ([`at_threshold`][cxr_pneumonia.evaluation.report.EvaluationReport.at_threshold])
+    or asked for a threshold
+    ([`threshold_for`][cxr_pneumonia.evaluation.report.EvaluationReport.threshold_for]) without
+    running the model again.
 
     Threshold-dependent metrics (accuracy, precision, recall, specificity, F1,
     the confusion matrix, the classification report) count a prediction as
@@ -71,7 +74,7 @@ class EvaluationReport:
             precision-recall curve), NaN with one class.
         brier: Brier score, the mean of ``(score - label) ** 2`` (lower is better).
         ece: Expected calibration error: scores are put into
-            :data:`ECE_BINS` (15) equal-width bins on ``[0, 1]``; ECE is the
+            `ECE_BINS` (15) equal-width bins on ``[0, 1]``; ECE is the
             mean over bins, weighted by bin size, of
             ``|fraction of positives - mean score|``. Computed on the
             probability of PNEUMONIA (not on the top-label confidence).
@@ -134,7 +137,7 @@ class EvaluationReport:
 
     @property
     def sensitivity(self) -> float:
-        """Alias of :attr:`recall`: the recall of PNEUMONIA."""
+        """Alias of `recall`: the recall of PNEUMONIA."""
         return self.recall
 
     @property
@@ -156,7 +159,7 @@ class EvaluationReport:
             threshold: Decision threshold in ``[0, 1]``.
 
         Returns:
-            A new :class:`EvaluationReport`.
+            A new [`EvaluationReport`][cxr_pneumonia.evaluation.report.EvaluationReport].
 
         Raises:
             ValueError: If ``threshold`` is outside ``[0, 1]``.
@@ -172,7 +175,7 @@ class EvaluationReport:
     def threshold_for(self, *, sensitivity: float = DEFAULT_TARGET_SENSITIVITY) -> float:
         """The highest threshold keeping sensitivity >= ``sensitivity`` on these scores.
 
-        See :func:`choose_threshold`.
+        See [`choose_threshold`][cxr_pneumonia.evaluation.thresholds.choose_threshold].
 
         Args:
             sensitivity: The target sensitivity, in ``(0, 1]``.
@@ -187,7 +190,8 @@ class EvaluationReport:
         return choose_threshold(self.labels, self.scores, target_sensitivity=sensitivity)
 
     def calibration_bins(self, n_bins: int = ECE_BINS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The reliability-diagram bins of these scores (see :func:`calibration_bins`).
+        """The reliability-diagram bins of these scores (see
+        [`calibration_bins`][cxr_pneumonia.evaluation.report.EvaluationReport.calibration_bins]).
 
         Args:
             n_bins: Number of equal-width bins.
@@ -343,7 +347,7 @@ def build_report(
         stacklevel: ``stacklevel`` of the one-class warning (points at the caller's caller).
 
     Returns:
-        The :class:`EvaluationReport`.
+        The [`EvaluationReport`][cxr_pneumonia.evaluation.report.EvaluationReport].
 
     Raises:
         ValueError: If the inputs are malformed or the scores are not probabilities.

@@ -1,14 +1,14 @@
-"""Score a model on data and report: :func:`evaluate`.
+"""Score a model on data and report: [`evaluate`][cxr_pneumonia.evaluation.scoring.evaluate].
 
-The conventions are those of :mod:`cxr_pneumonia.evaluation`.
+The conventions are those of `cxr_pneumonia.evaluation`.
 
-Example:
+Examples:
     >>> report = evaluate(model, splits, split="test")            # doctest: +SKIP
     >>> t = report.threshold_for(sensitivity=0.97)                  # doctest: +SKIP
     >>> print(report.at_threshold(t).to_markdown())                 # doctest: +SKIP
 
 scikit-learn and TensorFlow are imported only when a function needs them, and
-matplotlib never (figures are in :mod:`cxr_pneumonia.plots`).
+matplotlib never (figures are in `cxr_pneumonia.plots`).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ __all__ = ["EvaluationData", "evaluate"]
 DEFAULT_BATCH_SIZE = 32
 
 EvaluationData = Union[DatasetSplits, "tf.data.Dataset", tuple[np.ndarray, np.ndarray]]
-"""What :func:`evaluate` accepts as data."""
+"""What [`evaluate`][cxr_pneumonia.evaluation.scoring.evaluate] accepts as data."""
 
 
 def _batches(
@@ -169,7 +169,7 @@ def evaluate(
     """Run a model over labelled images and report its metrics.
 
     Inference makes one pass over the data, batch by batch: a
-    :class:`~cxr_pneumonia.Predictor` (any object with a
+    [`Predictor`][cxr_pneumonia.predictor.Predictor] (any object with a
     ``predict_arrays(images) -> probabilities`` method) is called on each
     batch of ``uint8`` arrays; a ``keras.Model`` (or, failing
     ``predict_arrays``, an object's ``.model``) runs its compiled predict
@@ -181,7 +181,7 @@ def evaluate(
 
     Args:
         model_or_predictor: A ``keras.Model`` or a ``Predictor``.
-        data: A :class:`~cxr_pneumonia.data.splits.DatasetSplits` (``split``
+        data: A [`DatasetSplits`][cxr_pneumonia.data.splits.DatasetSplits] (``split``
             is evaluated), a ``tf.data.Dataset`` of ``(images, labels)``,
             batched or not, or a tuple ``(images, labels)`` of arrays. Images
             must already have the model's input size and color mode.
@@ -194,7 +194,7 @@ def evaluate(
             dataset's batches and uses 32 otherwise; a number re-batches.
 
     Returns:
-        The :class:`EvaluationReport`.
+        The [`EvaluationReport`][cxr_pneumonia.evaluation.report.EvaluationReport].
 
     Raises:
         ValueError: If the split is absent (the message lists the present
@@ -203,7 +203,7 @@ def evaluate(
             out of range.
         TypeError: If ``model_or_predictor`` or ``data`` is of an unsupported type.
 
-    Example:
+    Examples:
         >>> report = evaluate(model, splits, split="test")   # doctest: +SKIP
         >>> report.recall, report.roc_auc                    # doctest: +SKIP
     """

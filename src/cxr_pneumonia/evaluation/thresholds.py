@@ -1,7 +1,7 @@
 """Choosing the decision threshold: the highest one that keeps a target sensitivity.
 
 A prediction is positive (PNEUMONIA) when ``score >= threshold``, as everywhere
-in :mod:`cxr_pneumonia.evaluation`.
+in `cxr_pneumonia.evaluation`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from cxr_pneumonia.evaluation.inputs import as_labels_and_scores
 __all__ = ["DEFAULT_TARGET_SENSITIVITY", "choose_threshold"]
 
 DEFAULT_TARGET_SENSITIVITY = 0.97
-"""Default target of :func:`choose_threshold`: missing a sick child is the costly error."""
+"""Default target of [`choose_threshold`][cxr_pneumonia.evaluation.thresholds.choose_threshold]:
+missing a sick child is the costly error."""
 
 
 def choose_threshold(
@@ -53,7 +54,7 @@ def choose_threshold(
             not 1-D, a label is not 0 or 1, a score is not finite, the target
             is not in ``(0, 1]``, or there is no positive example.
 
-    Example:
+    Examples:
         >>> choose_threshold([0, 1, 1, 1, 1], [0.1, 0.2, 0.6, 0.8, 0.9], target_sensitivity=0.75)
         0.6
     """

@@ -1,20 +1,22 @@
 """Model building: the registry of architectures and its helpers.
 
-- :mod:`~cxr_pneumonia.models.registry`: :class:`ModelSpec`, :func:`list_models`,
-  :func:`build_model` (the one entry point).
-- :mod:`~cxr_pneumonia.models.cnn`: the custom CNNs (``cnn``, ``cnn-small``).
-- :mod:`~cxr_pneumonia.models.stacks`: the source studies' small networks as
+- `cxr_pneumonia.models.registry`: [`ModelSpec`][cxr_pneumonia.models.registry.ModelSpec],
+  [`list_models`][cxr_pneumonia.models.registry.list_models],
+  [`build_model`][cxr_pneumonia.models.registry.build_model] (the one entry point).
+- `cxr_pneumonia.models.cnn`: the custom CNNs (``cnn``, ``cnn-small``).
+- `cxr_pneumonia.models.stacks`: the source studies' small networks as
   layer tables (``cnn1``-``cnn3``, ``cnn-kfold``, ``dense-kfold``) and their
   one builder.
-- :mod:`~cxr_pneumonia.models.heads`: the classifier output (sigmoid or
+- `cxr_pneumonia.models.heads`: the classifier output (sigmoid or
   2-unit softmax).
-- :mod:`~cxr_pneumonia.models.backbones`: ImageNet backbones with a binary head,
-  :func:`find_backbone`, :func:`set_backbone_trainable`.
-- :mod:`~cxr_pneumonia.models.layers`: the serialisable preprocessing layers.
-- :mod:`~cxr_pneumonia.models.tta`: :func:`with_flip_tta`, flip test-time
-  augmentation inside the model.
+- `cxr_pneumonia.models.backbones`: ImageNet backbones with a binary head,
+  [`find_backbone`][cxr_pneumonia.models.backbones.find_backbone],
+  [`set_backbone_trainable`][cxr_pneumonia.models.backbones.set_backbone_trainable].
+- `cxr_pneumonia.models.layers`: the serialisable preprocessing layers.
+- `cxr_pneumonia.models.tta`: [`with_flip_tta`][cxr_pneumonia.models.tta.with_flip_tta], flip
+  test-time augmentation inside the model.
 
-Never imports :mod:`cxr_pneumonia.data` or :mod:`cxr_pneumonia.training`.
+Never imports `cxr_pneumonia.data` or `cxr_pneumonia.training`.
 """
 
 from __future__ import annotations

@@ -11,11 +11,11 @@ Every backbone model is::
       -> [Dense(units, relu) -> Dropout]... -> Dropout
       -> Dense(1, sigmoid, float32)   or Dense(2, softmax) (``output``)
 
-The base is a nested ``keras.Model`` named :data:`BACKBONE_NAME` (find it with
-:func:`find_backbone`, e.g. for Grad-CAM on its last convolution). It is always
-called with ``training=False``, so its batch normalization layers stay in
-inference mode, also when unfrozen for fine-tuning (the usual transfer learning
-practice: fine-tuning does not wreck the ImageNet statistics on small batches).
+The base is a nested ``keras.Model`` named `BACKBONE_NAME` (find it with
+[`find_backbone`][cxr_pneumonia.models.backbones.find_backbone], e.g. for Grad-CAM on its last
+convolution). It is always called with ``training=False``, so its batch normalization layers stay in
+inference mode, also when unfrozen for fine-tuning (the usual transfer learning practice:
+fine-tuning does not wreck the ImageNet statistics on small batches).
 """
 
 from __future__ import annotations
@@ -63,10 +63,11 @@ def build_backbone_classifier(
             width at least 32.
         application: Name of the constructor in ``keras.applications``
             (``"VGG19"``, ``"ResNet50"``, ``"DenseNet121"``, ``"EfficientNetB0"``).
-        preprocessing: :class:`PixelPreprocessing` mode of that backbone.
+        preprocessing: [`PixelPreprocessing`][cxr_pneumonia.models.layers.PixelPreprocessing] mode
+            of that backbone.
         head_units: Units of the ReLU dense layers between pooling and the
             output (each followed by dropout).
-        pooling: One of :data:`POOLINGS`: global average (``"avg"``) or max
+        pooling: One of `POOLINGS`: global average (``"avg"``) or max
             pooling, or ``"flatten"`` (the whole feature map, whose size then
             depends on the input size).
         dropout: Dropout rate of the head.
@@ -110,11 +111,11 @@ def find_backbone(model: keras.Model) -> keras.Model | None:
     """Return the nested ImageNet base of a backbone classifier.
 
     Args:
-        model: A model from :func:`~cxr_pneumonia.build_model` (or loaded from
-            one saved with it).
+        model: A model from [`build_model`][cxr_pneumonia.models.registry.build_model] (or loaded
+            from one saved with it).
 
     Returns:
-        The nested model named :data:`BACKBONE_NAME`, or ``None`` when the
+        The nested model named `BACKBONE_NAME`, or ``None`` when the
         model has none (the custom CNNs).
     """
     for layer in model.layers:
@@ -130,7 +131,8 @@ def set_backbone_trainable(model: keras.Model, trainable: bool) -> keras.Model:
     the model again after calling this, so the optimizer sees the change.
 
     Args:
-        model: A backbone classifier from :func:`~cxr_pneumonia.build_model`.
+        model: A backbone classifier from
+            [`build_model`][cxr_pneumonia.models.registry.build_model].
         trainable: ``True`` to unfreeze, ``False`` to freeze.
 
     Returns:

@@ -2,7 +2,7 @@
 
 Both take raw ``0..255`` pixels with the channel count of ``input_shape``
 (1 for grayscale, 3 for RGB) and scale them to ``[0, 1]`` inside the graph
-(:class:`~cxr_pneumonia.models.layers.PixelPreprocessing`). An input with the
+([`PixelPreprocessing`][cxr_pneumonia.models.layers.PixelPreprocessing]). An input with the
 other channel count is the caller's job to convert (``prepare_image(...,
 color_mode=...)``); the model's input shape says which it expects.
 """
@@ -66,8 +66,8 @@ def build_cnn(
     Args:
         input_shape: ``(height, width, channels)``.
         dropout: Rate of every dropout layer; ``None`` uses
-            :data:`CNN_BLOCK_DROPOUT` after the conv blocks and
-            :data:`CNN_DENSE_DROPOUT` after the dense layer.
+            `CNN_BLOCK_DROPOUT` after the conv blocks and
+            `CNN_DENSE_DROPOUT` after the dense layer.
         output: ``"sigmoid"`` (one unit) or ``"softmax"`` (two units).
         name: Model name.
 
@@ -144,14 +144,14 @@ def build_cnn_small(
     px: two strided 3x3 convolutions bring the image to 1/4 of its size
     cheaply (chest X-ray findings are coarse), then three stages of residual
     blocks of depthwise-separable convolutions with batch normalization
-    (:data:`CNN_SMALL_STAGES`; each stage starts with a stride-2 block),
+    (`CNN_SMALL_STAGES`; each stage starts with a stride-2 block),
     global average pooling, dropout and a sigmoid unit. Global pooling makes
     the parameter count independent of the input size.
 
     Args:
         input_shape: ``(height, width, channels)``.
         dropout: Rate of the dropout before the classifier; ``None`` uses
-            :data:`CNN_SMALL_DROPOUT`.
+            `CNN_SMALL_DROPOUT`.
         output: ``"sigmoid"`` (one unit, the default and the shipped model's)
             or ``"softmax"`` (two units).
         name: Model name.

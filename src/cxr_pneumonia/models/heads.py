@@ -4,7 +4,7 @@
 PNEUMONIA; ``"softmax"`` gives ``(N, 2)``, the probabilities of
 ``(NORMAL, PNEUMONIA)`` in that order, as a two-class cross-entropy model
 (e.g. the PyTorch report's) outputs them. The rest of the library reads
-either through :func:`cxr_pneumonia.outputs.positive_probability`.
+either through `cxr_pneumonia.outputs.positive_probability`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ __all__ = ["OUTPUT_KINDS", "OutputKind", "add_output"]
 OutputKind = Literal["sigmoid", "softmax"]
 
 OUTPUT_KINDS: tuple[str, ...] = ("sigmoid", "softmax")
-"""The accepted ``output=`` values of :func:`~cxr_pneumonia.build_model`."""
+"""The accepted ``output=`` values of [`build_model`][cxr_pneumonia.models.registry.build_model]."""
 
 OUTPUT_LAYER_NAME = "pneumonia"
 """Name of the final layer of every registry model, whatever its output kind."""

@@ -5,19 +5,18 @@ produces, usually ``uint8``) and start with these layers, so a saved ``.keras``
 file carries its preprocessing and loads with ``safe_mode=True`` (no ``Lambda``
 layers, no pickled Python code).
 
-- :class:`PixelPreprocessing` casts to float and applies one of the
-  preprocessing modes of :data:`PREPROCESSING_MODES`: ``"unit"`` (scale to
-  ``[0, 1]``, the custom CNNs), ``"caffe"`` (RGB to BGR and ImageNet mean
-  subtraction, VGG19 / ResNet50), ``"torch"`` (``[0, 1]`` then ImageNet
-  mean / std, DenseNet) or ``"raw"`` (float ``0..255`` as is, EfficientNet,
-  whose rescaling is part of the Keras application).
-- :class:`RepeatChannels` turns a 1-channel image into 3 identical channels
-  (ImageNet backbones expect RGB); 3-channel input passes through.
-- :class:`FlipBatch` and :class:`MeanOfHalves` implement horizontal-flip
-  test-time augmentation inside a model (see
-  :func:`~cxr_pneumonia.models.with_flip_tta`).
-- :class:`MemberMean` averages the members of an ensemble and carries their
-  provenance (see :func:`~cxr_pneumonia.ensembles.ensemble`).
+- [`PixelPreprocessing`][cxr_pneumonia.models.layers.PixelPreprocessing] casts to float and applies
+  one of the preprocessing modes of `PREPROCESSING_MODES`: ``"unit"`` (scale to ``[0, 1]``, the
+  custom CNNs), ``"caffe"`` (RGB to BGR and ImageNet mean subtraction, VGG19 / ResNet50),
+  ``"torch"`` (``[0, 1]`` then ImageNet mean / std, DenseNet) or ``"raw"`` (float ``0..255`` as is,
+  EfficientNet, whose rescaling is part of the Keras application).
+- [`RepeatChannels`][cxr_pneumonia.models.layers.RepeatChannels] turns a 1-channel image into 3
+  identical channels (ImageNet backbones expect RGB); 3-channel input passes through.
+- [`FlipBatch`][cxr_pneumonia.models.layers.FlipBatch] and
+  [`MeanOfHalves`][cxr_pneumonia.models.layers.MeanOfHalves] implement horizontal-flip test-time
+  augmentation inside a model (see [`with_flip_tta`][cxr_pneumonia.models.tta.with_flip_tta]).
+- [`MemberMean`][cxr_pneumonia.models.layers.MemberMean] averages the members of an ensemble and
+  carries their provenance (see [`ensemble`][cxr_pneumonia.ensembles.ensemble]).
 
 All are registered with ``keras.saving.register_keras_serializable(package="cxr_pneumonia")``.
 """
@@ -39,7 +38,7 @@ __all__ = [
 ]
 
 PREPROCESSING_MODES: tuple[str, ...] = ("unit", "caffe", "torch", "raw")
-"""Modes of :class:`PixelPreprocessing`."""
+"""Modes of [`PixelPreprocessing`][cxr_pneumonia.models.layers.PixelPreprocessing]."""
 
 # ImageNet statistics, as in keras.applications.imagenet_utils.
 _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
@@ -55,13 +54,13 @@ class PixelPreprocessing(keras.layers.Layer):
     ``"caffe"`` and ``"torch"`` modes (channels last).
 
     Args:
-        mode: One of :data:`PREPROCESSING_MODES`.
+        mode: One of `PREPROCESSING_MODES`.
         **kwargs: Passed to ``keras.layers.Layer`` (``name``, ``dtype``...).
 
     Raises:
         ValueError: For an unknown ``mode``.
 
-    Example:
+    Examples:
         >>> layer = PixelPreprocessing("unit")
         >>> float(layer(np.full((1, 2, 2, 1), 255, dtype="uint8"))[0, 0, 0, 0])
         1.0
@@ -180,10 +179,9 @@ class MemberMean(keras.layers.Layer):
 
     Takes a list of K member outputs of the same shape and returns their mean
     in ``float32``. ``members`` (one JSON-ready dict per member: name, hash,
-    training provenance, see :func:`cxr_pneumonia.ensembles.ensemble`) is
-    saved in the layer's config, so a ``.keras`` file of an ensemble says what
-    it is made of, and :func:`~cxr_pneumonia.save_model` copies it into the
-    bundle's metadata.
+    training provenance, see [`cxr_pneumonia.ensembles.ensemble`][cxr_pneumonia.ensembles.ensemble])
+    is saved in the layer's config, so a ``.keras`` file of an ensemble says what it is made of, and
+    [`save_model`][cxr_pneumonia.bundle.save_model] copies it into the bundle's metadata.
 
     Args:
         members: The members' provenance, in input order.

@@ -1,4 +1,6 @@
-"""The model registry: a table of :class:`ModelSpec`, :func:`list_models` and :func:`build_model`.
+"""The model registry: a table of [`ModelSpec`][cxr_pneumonia.models.registry.ModelSpec],
+[`list_models`][cxr_pneumonia.models.registry.list_models] and
+[`build_model`][cxr_pneumonia.models.registry.build_model].
 
 ==================  ========  ===========================================================
 name                kind      what
@@ -19,17 +21,17 @@ name                kind      what
 ==================  ========  ===========================================================
 
 Every model takes raw ``0..255`` pixels and preprocesses them in its graph
-(:mod:`cxr_pneumonia.models.layers`), ends with a float32 classifier layer
+(`cxr_pneumonia.models.layers`), ends with a float32 classifier layer
 (one sigmoid unit, or a 2-unit softmax with ``output="softmax"``, see
-:mod:`~cxr_pneumonia.models.heads`), and is named after its registry entry
+`cxr_pneumonia.models.heads`), and is named after its registry entry
 (``model.name``), so a saved model says what it is.
 
-The table is data: a :class:`ModelSpec` names one of three generic builders
-(:func:`~cxr_pneumonia.models.cnn.build_cnn` and ``build_cnn_small`` for our
-two hand-written CNNs, :func:`~cxr_pneumonia.models.backbones.build_backbone_classifier`
-for every ImageNet base and head, :func:`~cxr_pneumonia.models.stacks.build_stack`
-for the layer tables of :data:`~cxr_pneumonia.models.stacks.STACKS`) and the
-options it passes; a variant such as ``resnet50-kfold`` is one more row.
+The table is data: a [`ModelSpec`][cxr_pneumonia.models.registry.ModelSpec] names one of three
+generic builders ([`build_cnn`][cxr_pneumonia.models.cnn.build_cnn] and ``build_cnn_small`` for our
+two hand-written CNNs,
+[`build_backbone_classifier`][cxr_pneumonia.models.backbones.build_backbone_classifier] for every
+ImageNet base and head, `build_stack` for the layer tables of `STACKS`) and the options it passes; a
+variant such as ``resnet50-kfold`` is one more row.
 """
 
 from __future__ import annotations
@@ -299,7 +301,7 @@ MODELS: dict[str, ModelSpec] = {
         ),
     )
 }
-"""The registry: name -> :class:`ModelSpec`, sorted by name."""
+"""The registry: name -> [`ModelSpec`][cxr_pneumonia.models.registry.ModelSpec], sorted by name."""
 
 
 def list_models() -> tuple[str, ...]:
@@ -312,10 +314,10 @@ def list_models() -> tuple[str, ...]:
 
 
 def get_model_spec(name: str) -> ModelSpec:
-    """Look up a model's :class:`ModelSpec`.
+    """Look up a model's [`ModelSpec`][cxr_pneumonia.models.registry.ModelSpec].
 
     Args:
-        name: A name from :func:`list_models`.
+        name: A name from [`list_models`][cxr_pneumonia.models.registry.list_models].
 
     Returns:
         Its spec.
@@ -353,7 +355,8 @@ def build_model(
     color_mode=...)``).
 
     Args:
-        name: A name from :func:`list_models`; it becomes ``model.name``.
+        name: A name from [`list_models`][cxr_pneumonia.models.registry.list_models]; it becomes
+            ``model.name``.
         input_shape: ``(height, width, channels)``, channels 1 or 3, height
             and width at least the spec's ``min_size`` (32).
         weights: ``"auto"``: ImageNet for backbones, random for custom CNNs;
@@ -364,9 +367,9 @@ def build_model(
             (built with the same arguments); ``None``: random weights.
         dropout: Dropout rate in ``[0, 1)``; ``None`` for the model's default.
         freeze_backbone: Freeze the ImageNet base (ignored by custom CNNs);
-            see :func:`~cxr_pneumonia.models.set_backbone_trainable`.
+            see [`set_backbone_trainable`][cxr_pneumonia.models.backbones.set_backbone_trainable].
         strategy: Build the variables in this strategy's scope; ``None`` uses
-            :func:`~cxr_pneumonia.select_strategy`'s automatic choice. The
+            [`select_strategy`][cxr_pneumonia.devices.select_strategy]'s automatic choice. The
             model keeps it as ``model.distribute_strategy``, which
             ``model.fit`` trains with.
         output: ``"sigmoid"`` (one unit, the probability of PNEUMONIA) or
@@ -396,7 +399,7 @@ def build_model(
         WeightsUnavailableError: If ImageNet weights can be neither found in
             the Keras cache nor downloaded, or a weights path does not exist.
 
-    Example:
+    Examples:
         >>> model = build_model("cnn-small", input_shape=(224, 224, 1))
         >>> model.name
         'cnn-small'

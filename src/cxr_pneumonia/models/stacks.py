@@ -1,16 +1,16 @@
 """Plain layer stacks described as data: the source studies' small networks.
 
-A stack is a tuple of layer specs (:class:`Conv`, :class:`BatchNorm`,
-:class:`Act`, :class:`Pool`, :class:`Drop`, :class:`Flatten`,
-:class:`Dense`) that :func:`build_stack`, the one generic builder, turns
+A stack is a tuple of layer specs (`Conv`, `BatchNorm`,
+`Act`, `Pool`, `Drop`, `Flatten`,
+`Dense`) that `build_stack`, the one generic builder, turns
 into a Keras model in order, after the in-graph ``[0, 1]`` scaling and before
-the classifier output (:func:`~cxr_pneumonia.models.heads.add_output`). The
+the classifier output (`add_output`). The
 registry's ``dense-kfold``, ``cnn-kfold``, ``cnn1``, ``cnn2`` and ``cnn3``
-are such tables (:data:`STACKS`); the widths the sources do not state are
-chosen here and documented in :data:`STACKS`' entries and in the Models guide.
+are such tables (`STACKS`); the widths the sources do not state are
+chosen here and documented in `STACKS`' entries and in the Models guide.
 
-:class:`Act` layers use the stack's hidden activation, an option of
-:func:`~cxr_pneumonia.build_model` (``activation="relu"`` or
+`Act` layers use the stack's hidden activation, an option of
+[`build_model`][cxr_pneumonia.models.registry.build_model] (``activation="relu"`` or
 ``"sigmoid"``), as the PyTorch report compares both.
 """
 
@@ -44,7 +44,7 @@ ACTIVATIONS: tuple[str, ...] = ("relu", "sigmoid")
 
 @dataclass(frozen=True)
 class Conv:
-    """A 2-D convolution, ``"same"`` padding, no activation (see :class:`Act`).
+    """A 2-D convolution, ``"same"`` padding, no activation (see `Act`).
 
     Attributes:
         filters: Output channels.
@@ -59,7 +59,7 @@ class Conv:
 
 @dataclass(frozen=True)
 class Dense:
-    """A fully connected layer, no activation (see :class:`Act`).
+    """A fully connected layer, no activation (see `Act`).
 
     Attributes:
         units: Output units.
@@ -195,9 +195,9 @@ def build_stack(
     Args:
         input_shape: ``(height, width, channels)``.
         layers_spec: The table, e.g. ``STACKS["cnn1"]``.
-        activation: Hidden activation of every :class:`Act`, one of
-            :data:`ACTIVATIONS`.
-        dropout: Rate of every :class:`Drop`; ``None`` keeps the table's.
+        activation: Hidden activation of every `Act`, one of
+            `ACTIVATIONS`.
+        dropout: Rate of every `Drop`; ``None`` keeps the table's.
         output: ``"sigmoid"`` (one unit) or ``"softmax"`` (two units).
         name: Model name.
 

@@ -7,7 +7,7 @@ the scores steadier: on the patient-grouped validation split of the shipped
 model's recipe it raised ROC AUC by 0.0003 to 0.0006 in three training runs,
 and specificity at the 97 %-sensitivity threshold by 1 to 1.5 points in two
 of them (not in the shipped run). Because the averaging is part of the saved graph, the
-Predictor, :func:`~cxr_pneumonia.evaluate`, Grad-CAM (which explains the
+Predictor, [`evaluate`][cxr_pneumonia.evaluation.scoring.evaluate], Grad-CAM (which explains the
 unflipped image) and SavedModel/TFLite exports all use it, at twice the
 inference cost.
 """

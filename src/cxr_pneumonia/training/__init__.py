@@ -1,4 +1,6 @@
-"""Training: :func:`fit`, the callbacks, :func:`cross_validate` and :func:`fit_ensemble`."""
+"""Training: [`fit`][cxr_pneumonia.training.fitting.fit], the callbacks,
+[`cross_validate`][cxr_pneumonia.training.crossval.cross_validate] and
+[`fit_ensemble`][cxr_pneumonia.training.ensembling.fit_ensemble]."""
 
 from cxr_pneumonia.training import callbacks
 from cxr_pneumonia.training.crossval import CrossValidationResult, cross_validate

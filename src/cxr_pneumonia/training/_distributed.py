@@ -1,12 +1,12 @@
-"""Distribution helpers of :func:`~cxr_pneumonia.training.fitting.fit`: global batches, workers.
+"""Distribution helpers of [`fit`][cxr_pneumonia.training.fitting.fit]: global batches, workers.
 
 With several replicas, ``fit`` re-batches the per-replica pipelines to global
-batches (:func:`rebatch`). Under a ``MultiWorkerMirroredStrategy`` spanning
-several workers it trains with :func:`fit_multi_worker`, a small synchronous
+batches (`rebatch`). Under a ``MultiWorkerMirroredStrategy`` spanning
+several workers it trains with `fit_multi_worker`, a small synchronous
 loop around Keras' own ``train_step`` / ``test_step``, because Keras 3.15's
 ``Model.fit`` fails there (keras-team/keras#20585,
 tensorflow/tensorflow#72388); each non-chief worker writes its files in its
-own sub-folder (:func:`worker_folder`).
+own sub-folder (`worker_folder`).
 """
 
 from __future__ import annotations

@@ -1,14 +1,14 @@
 """Training callbacks: multi-metric early stopping, target stopping, step decay, the default set.
 
 Every callback here works with plain ``keras.Model.fit`` as well as with
-:func:`cxr_pneumonia.fit`.
+[`cxr_pneumonia.fit`][cxr_pneumonia.training.fitting.fit].
 
 Targets are ``{metric: value}`` mappings over the names in Keras' epoch logs
 (``"val_accuracy"``, ``"val_recall"``, ``"val_loss"``, ...). A metric whose
 name ends in ``"loss"`` is an *upper* bound (met when ``value <= target``);
 every other metric is a *lower* bound (met when ``value >= target``).
 
-Example:
+Examples:
     >>> from cxr_pneumonia.training.callbacks import (
     ...     MultiMetricEarlyStopping, TargetMetricsReached, step_decay)
     >>> import keras
@@ -67,7 +67,8 @@ LOG_FILENAME = "training_log.csv"
 BACKUP_DIRNAME = "backup"
 """Folder, in ``checkpoint_dir``, of the ``BackupAndRestore`` state (deleted when training ends)."""
 BACKUP_STATE_FILENAME = "backup_state.json"
-"""File, in the backup folder, naming the last complete backup (:class:`AtomicBackupAndRestore`)."""
+"""File, in the backup folder, naming the last complete backup
+([`AtomicBackupAndRestore`][cxr_pneumonia.training.callbacks.AtomicBackupAndRestore])."""
 _BACKUP_WEIGHTS = re.compile(r"^epoch-(\d+)\.weights\.h5$")
 
 
@@ -551,7 +552,7 @@ class SwapInEMAWeights(keras.callbacks.SwapEMAWeights):
       when training stopped early (Keras' own ``SwapEMAWeights`` would then
       restore the raw weights).
 
-    :func:`~cxr_pneumonia.fit` adds it whenever the optimizer has ``use_ema=True``.
+    [`fit`][cxr_pneumonia.training.fitting.fit] adds it whenever the optimizer has ``use_ema=True``.
     """
 
     def __init__(self) -> None:
@@ -600,7 +601,7 @@ def step_decay(
     Raises:
         ValueError: If an argument is out of range.
 
-    Example:
+    Examples:
         >>> schedule = step_decay(0.002, drop=0.5, every=10)
         >>> schedule(0, 0.0), schedule(10, 0.0), schedule(25, 0.0)
         (0.002, 0.001, 0.0005)
@@ -645,7 +646,7 @@ def warmup_cosine_decay(
     Raises:
         ValueError: If an argument is out of range.
 
-    Example:
+    Examples:
         >>> schedule = warmup_cosine_decay(0.002, epochs=12, warmup=1, final=0.0)
         >>> schedule(0), schedule(1), schedule(11)
         (0.001, 0.002, 0.0)
@@ -684,7 +685,7 @@ def default_callbacks(
     min_learning_rate: float = 1e-7,
     validation: bool = True,
 ) -> list[keras.callbacks.Callback]:
-    """The default callbacks of :func:`cxr_pneumonia.fit`.
+    """The default callbacks of [`cxr_pneumonia.fit`][cxr_pneumonia.training.fitting.fit].
 
     In this order:
 
@@ -692,12 +693,12 @@ def default_callbacks(
     2. ``ReduceLROnPlateau`` on the validation loss;
     3. ``ModelCheckpoint`` of the best validation loss (``best_val_loss.keras``);
     4. ``ModelCheckpoint`` of the best validation accuracy (``best_val_accuracy.keras``);
-    5. :class:`EpochCSVLogger` to ``checkpoint_dir/training_log.csv`` (1-based
-       epochs), appending (for resumed runs);
-    6. :class:`AtomicBackupAndRestore` in ``checkpoint_dir/backup``: a run
-       killed mid-training (even with ``kill -9``) resumes after the last
-       completed epoch when trained again with the same folder (the backup is
-       deleted when training ends).
+    5. [`EpochCSVLogger`][cxr_pneumonia.training.callbacks.EpochCSVLogger] to
+       ``checkpoint_dir/training_log.csv`` (1-based epochs), appending (for resumed runs);
+    6. [`AtomicBackupAndRestore`][cxr_pneumonia.training.callbacks.AtomicBackupAndRestore] in
+       ``checkpoint_dir/backup``: a run killed mid-training (even with ``kill -9``) resumes after
+       the last completed epoch when trained again with the same folder (the backup is deleted when
+       training ends).
 
     Items 3-6 write files and are left out when ``checkpoint_dir`` is ``None``.
     The backup comes last so that an epoch is backed up only once it is logged.

@@ -30,7 +30,7 @@ logger = logging.getLogger("cxr_pneumonia")
 
 @dataclass(frozen=True)
 class CrossValidationResult:
-    """What :func:`cross_validate` returns.
+    """What [`cross_validate`][cxr_pneumonia.training.crossval.cross_validate] returns.
 
     Attributes:
         name: The model name.
@@ -41,7 +41,7 @@ class CrossValidationResult:
         mean: Per metric, the mean over the folds.
         std: Per metric, the sample standard deviation (``ddof=1``) over the folds.
         fold_sizes: Per fold, ``(training images, validation images)``.
-        training: Per fold, the :class:`~cxr_pneumonia.training.fitting.TrainingResult`.
+        training: Per fold, the [`TrainingResult`][cxr_pneumonia.training.fitting.TrainingResult].
         seed: Seed of the fold assignment (fold ``k`` trains with ``seed + k``).
         wall_time: Seconds for all folds.
     """
@@ -148,7 +148,7 @@ def cross_validate(
     keeps each patient on one side and about the class balance of the whole.
     For fold ``k``, a new model ``build_model(name, input_shape=(H, W, C),
     **model_options)`` is built after ``keras.utils.set_random_seed(seed + k)``,
-    trained with :func:`~cxr_pneumonia.training.fitting.fit` (``seed=seed + k``,
+    trained with [`fit`][cxr_pneumonia.training.fitting.fit] (``seed=seed + k``,
     balanced class weights of the fold unless ``class_weight`` is given) and
     evaluated on the fold's validation part.
 
@@ -165,11 +165,11 @@ def cross_validate(
         augment: Augmentation of each fold's training part (see ``make_dataset``).
         checkpoint_dir: If given, fold ``k`` writes its checkpoints in
             ``checkpoint_dir/fold-k`` (and resumes from it).
-        **fit_options: More keyword arguments of :func:`fit` (e.g.
+        **fit_options: More keyword arguments of [`fit`][cxr_pneumonia.training.fitting.fit] (e.g.
             ``learning_rate``, ``callbacks``, ``verbose``).
 
     Returns:
-        A :class:`CrossValidationResult`.
+        A [`CrossValidationResult`][cxr_pneumonia.training.crossval.CrossValidationResult].
 
     Raises:
         ValueError: If ``folds``, ``model_options`` or the data are invalid.

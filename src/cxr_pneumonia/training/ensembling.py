@@ -1,15 +1,15 @@
-"""Train K members of one recipe with different seeds and average them: :func:`fit_ensemble`.
+"""Train K members of one recipe with different seeds and average them:
+[`fit_ensemble`][cxr_pneumonia.training.ensembling.fit_ensemble].
 
-Every member is built and trained on the same :class:`~cxr_pneumonia.DatasetSplits`
-(so they share the validation patients, and the ensemble's threshold can be
-chosen on that split), from its own seed: ``seed``, ``seed + 1``, ...
-The seed sets the initial weights (``keras.utils.set_random_seed`` before
-the member is built) and the run's random state; the training pipeline
-continues its own shuffle and augmentation stream, so each member also sees
-the epochs in another order.
+Every member is built and trained on the same
+[`DatasetSplits`][cxr_pneumonia.data.splits.DatasetSplits] (so they share the validation patients,
+and the ensemble's threshold can be chosen on that split), from its own seed: ``seed``, ``seed +
+1``, ... The seed sets the initial weights (``keras.utils.set_random_seed`` before the member is
+built) and the run's random state; the training pipeline continues its own shuffle and augmentation
+stream, so each member also sees the epochs in another order.
 
 With ``checkpoint_dir``, member ``k`` trains in ``<checkpoint_dir>/member-<k>``
-(resumable, as :func:`~cxr_pneumonia.fit` is) and is saved there as a bundle
+(resumable, as [`fit`][cxr_pneumonia.training.fitting.fit] is) and is saved there as a bundle
 when it finishes; a rerun with ``resume=True`` loads the finished members
 instead of training them again.
 """
@@ -42,13 +42,13 @@ MEMBER_BUNDLE = "bundle"
 
 @dataclass(frozen=True)
 class EnsembleTrainingResult:
-    """What :func:`fit_ensemble` returns.
+    """What [`fit_ensemble`][cxr_pneumonia.training.ensembling.fit_ensemble] returns.
 
     Attributes:
         model: The ensemble: one Keras model averaging the members (see
-            :func:`~cxr_pneumonia.ensemble`).
+            [`ensemble`][cxr_pneumonia.ensembles.ensemble]).
         members: The trained members, in order (flip-TTA wrapped when asked).
-        results: Each member's :class:`~cxr_pneumonia.TrainingResult`, or
+        results: Each member's [`TrainingResult`][cxr_pneumonia.training.fitting.TrainingResult], or
             ``None`` for a member loaded from a finished checkpoint.
         seeds: Each member's seed.
     """
@@ -77,29 +77,30 @@ def fit_ensemble(
         build_member: Builds one untrained member from its seed, e.g.
             ``lambda seed: build_model("cnn-small", input_shape=(224, 224, 1), seed=seed)``
             (the global random seed is already set to it).
-        data: The data, as for :func:`~cxr_pneumonia.fit`; every member uses it.
+        data: The data, as for [`fit`][cxr_pneumonia.training.fitting.fit]; every member uses it.
         members: How many members, at least 2.
         seed: The first member's seed; member ``k`` uses ``seed + k``.
         tta: Wrap each trained member in flip test-time augmentation
-            (:func:`~cxr_pneumonia.models.with_flip_tta`).
+            ([`with_flip_tta`][cxr_pneumonia.models.tta.with_flip_tta]).
         checkpoint_dir: Folder of the members' checkpoints and finished
             member bundles (``member-<k>/``); ``None`` keeps nothing.
         resume: Continue interrupted members and load finished ones from
             ``checkpoint_dir``.
         name: The Keras name of the ensemble.
-        **fit_options: Passed to :func:`~cxr_pneumonia.fit` for every member
+        **fit_options: Passed to [`fit`][cxr_pneumonia.training.fitting.fit] for every member
             (``epochs``, ``optimizer``, ``callbacks``, ...).
 
     Returns:
-        The :class:`EnsembleTrainingResult`; each member's record in the
-        ensemble's provenance holds its seed and training summary.
+        The [`EnsembleTrainingResult`][cxr_pneumonia.training.ensembling.EnsembleTrainingResult];
+        each member's record in the ensemble's provenance holds its seed and training summary.
 
     Raises:
         EnsembleError: If ``members < 2``.
-        ValueError: If a fit option is invalid (see :func:`~cxr_pneumonia.fit`).
-        TrainingError: If a member can't be trained (see :func:`~cxr_pneumonia.fit`).
+        ValueError: If a fit option is invalid (see [`fit`][cxr_pneumonia.training.fitting.fit]).
+        TrainingError: If a member can't be trained (see
+            [`fit`][cxr_pneumonia.training.fitting.fit]).
 
-    Example:
+    Examples:
         >>> result = fit_ensemble(                                  # doctest: +SKIP
         ...     lambda seed: build_model("cnn-small", input_shape=(224, 224, 1), seed=seed),
         ...     data, members=3, epochs=25, tta=True, checkpoint_dir="runs/ens")

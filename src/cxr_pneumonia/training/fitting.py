@@ -1,4 +1,4 @@
-"""`fit`: compile and train a model on a :class:`~cxr_pneumonia.data.splits.DatasetSplits`.
+"""`fit`: compile and train a model on a [`DatasetSplits`][cxr_pneumonia.data.splits.DatasetSplits].
 
 One call runs up to two phases: ``"train"`` (``epochs``) and, when
 ``fine_tune_epochs > 0``, ``"fine_tune"`` with the pretrained backbone
@@ -7,9 +7,9 @@ across the phases (0-based, as in Keras' logs and the CSV log).
 
 With a ``checkpoint_dir`` the run is resumable: the folder holds the best
 models, the CSV log, Keras' ``BackupAndRestore`` state and ``run_state.json``
-(the history and which phases are done). Calling :func:`fit` again with the
-same folder and ``resume=True`` continues at the epoch after the last one
-completed, in the right phase; a finished run just reloads its final weights.
+(the history and which phases are done). Calling [`fit`][cxr_pneumonia.training.fitting.fit] again
+with the same folder and ``resume=True`` continues at the epoch after the last one completed, in the
+right phase; a finished run just reloads its final weights.
 """
 
 from __future__ import annotations
@@ -79,18 +79,18 @@ _PHASES = ("train", "fine_tune")
 
 @dataclass(frozen=True)
 class TrainingResult:
-    """What :func:`fit` returns.
+    """What [`fit`][cxr_pneumonia.training.fitting.fit] returns.
 
     Epoch numbers are 1-based, as in the progress lines and the CSV log. All
     per-epoch sequences are aligned: entry ``i`` of ``epochs``, ``phases`` and
     every ``history`` list describe the same epoch. After a resumed run they
     include the epochs trained before the interruption.
 
-    The model's final weights are those of :attr:`kept_epoch`, for the reason
-    in :attr:`kept_reason` (early stopping restoring its best epoch, or simply
-    the last epoch); :meth:`summary` says so with that epoch's figures.
-    :attr:`best_epoch` is the epoch with the best ``monitor``, which is not the
-    kept one when nothing restored it (e.g. a fixed-length cosine schedule).
+    The model's final weights are those of `kept_epoch`, for the reason
+    in `kept_reason` (early stopping restoring its best epoch, or simply
+    the last epoch); [`summary`][cxr_pneumonia.training.fitting.TrainingResult.summary] says so with
+    that epoch's figures. `best_epoch` is the epoch with the best ``monitor``, which is not the kept
+    one when nothing restored it (e.g. a fixed-length cosine schedule).
 
     Attributes:
         history: ``{metric: [value per epoch]}`` over both phases, e.g.
@@ -111,7 +111,7 @@ class TrainingResult:
         replicas: Replicas of the model's distribution strategy (global batch
             is ``data.batch_size * replicas``).
         kept_epoch: 1-based epoch whose weights the model holds after
-            :func:`fit`, or ``None`` if no epoch ran.
+            [`fit`][cxr_pneumonia.training.fitting.fit], or ``None`` if no epoch ran.
         kept_reason: Why those weights, in words.
         ema: Whether the weights are the optimizer's exponential moving
             average (``use_ema=True``); the logged validation figures then
@@ -135,7 +135,7 @@ class TrainingResult:
 
     @property
     def kept_metrics(self) -> dict[str, float]:
-        """The logged figures of :attr:`kept_epoch` (``val_*`` ones when there are some).
+        """The logged figures of `kept_epoch` (``val_*`` ones when there are some).
 
         Returns:
             ``{metric: value}``, empty if no epoch ran.
@@ -403,13 +403,13 @@ def fit(
             new optimizer of the same kind and configuration.
         class_weight: ``"balanced"`` (``data.class_weight``), ``{0: w0, 1: w1}``
             with positive weights, or ``None``.
-        callbacks: ``"default"`` for :func:`~cxr_pneumonia.training.callbacks.default_callbacks`
-            (in ``checkpoint_dir``), ``None`` for none, or a list that
-            *replaces* the defaults (compose with ``default_callbacks(...)`` to
-            extend them). With a ``checkpoint_dir``, a ``CSVLogger`` and a
-            ``BackupAndRestore`` in that folder are added to a list that lacks
-            one of that type. The same instances serve both phases; a
-            ``LearningRateScheduler`` in the list also drives the fine-tune rate.
+        callbacks: ``"default"`` for
+            [`default_callbacks`][cxr_pneumonia.training.callbacks.default_callbacks] (in
+            ``checkpoint_dir``), ``None`` for none, or a list that *replaces* the defaults (compose
+            with ``default_callbacks(...)`` to extend them). With a ``checkpoint_dir``, a
+            ``CSVLogger`` and a ``BackupAndRestore`` in that folder are added to a list that lacks
+            one of that type. The same instances serve both phases; a ``LearningRateScheduler`` in
+            the list also drives the fine-tune rate.
         checkpoint_dir: Folder of the best models, the CSV log, the backup
             and ``run_state.json``; ``None`` writes no files (and can't resume).
         resume: Continue the run found in ``checkpoint_dir`` (at the epoch
@@ -427,19 +427,19 @@ def fit(
             so that two runs with the same seeds, data and model give identical
             weights, also in two processes (slower; needs ``seed``). The switch
             is process-wide and stays on after ``fit`` returns.
-        verbose: Progress output (:class:`~cxr_pneumonia.training.progress.TrainingProgress`,
-            on standard output, in place of Keras' bar): ``0`` none; ``2`` one
-            compact line per epoch with the run's time left; ``1`` and
-            ``"auto"`` also redraw a live line during each epoch, on a
-            terminal only (plain lines in files and pipes). Unless ``0``, a
-            last line says which epoch's weights the model keeps and why
-            (:meth:`TrainingResult.summary`).
+        verbose: Progress output
+            ([`TrainingProgress`][cxr_pneumonia.training.progress.TrainingProgress], on standard
+            output, in place of Keras' bar): ``0`` none; ``2`` one compact line per epoch with the
+            run's time left; ``1`` and ``"auto"`` also redraw a live line during each epoch, on a
+            terminal only (plain lines in files and pipes). Unless ``0``, a last line says which
+            epoch's weights the model keeps and why
+            ([`TrainingResult.summary`][cxr_pneumonia.training.fitting.TrainingResult.summary]).
         tensorboard_dir: Folder of TensorBoard logs (``keras.callbacks.TensorBoard``,
             added to the callbacks); ``None`` for none. Needs the ``tensorboard``
             extra (``pip install 'cxr-pneumonia[tensorboard]'``) to view them.
 
     Returns:
-        A :class:`TrainingResult`.
+        A [`TrainingResult`][cxr_pneumonia.training.fitting.TrainingResult].
 
     Raises:
         TypeError: If ``model`` is not a ``keras.Model`` or ``data`` not a ``DatasetSplits``.

@@ -1,4 +1,4 @@
-"""The options of :func:`~cxr_pneumonia.training.fitting.fit`: metric and optimizer names, checks.
+"""The options of [`fit`][cxr_pneumonia.training.fitting.fit]: metric and optimizer names, checks.
 
 Each check raises ``ValueError`` (``TrainingError`` for a callback that can't
 work on the data) with a message naming the option, the value received and what
@@ -36,7 +36,8 @@ __all__ = [
 ]
 
 METRIC_NAMES: tuple[str, ...] = ("loss", "accuracy", "precision", "recall", "auc", "pr_auc")
-"""Metrics of a model compiled by :func:`fit`; validation ones carry a ``val_`` prefix."""
+"""Metrics of a model compiled by [`fit`][cxr_pneumonia.training.fitting.fit]; validation ones carry
+a ``val_`` prefix."""
 
 OPTIMIZERS: dict[str, type[keras.optimizers.Optimizer]] = {
     "adam": keras.optimizers.Adam,
@@ -44,7 +45,7 @@ OPTIMIZERS: dict[str, type[keras.optimizers.Optimizer]] = {
     "rmsprop": keras.optimizers.RMSprop,
     "sgd": keras.optimizers.SGD,
 }
-"""Optimizer names accepted by :func:`fit`."""
+"""Optimizer names accepted by [`fit`][cxr_pneumonia.training.fitting.fit]."""
 
 EXTRA_LOG_KEYS = ("learning_rate",)
 """Keys fit logs besides the metrics."""

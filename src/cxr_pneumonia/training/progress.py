@@ -1,10 +1,10 @@
 """Training output: one compact line per epoch, a live line on a terminal, the run's ETA.
 
-:func:`~cxr_pneumonia.fit` shows its progress through :class:`TrainingProgress`
-instead of Keras' progress bar, whose epoch line lists every metric (it wraps
-to three lines in a 100-column terminal) and whose carriage returns and
-escape codes end up in redirected logs. Every metric of every epoch still goes
-to the CSV log (``training_log.csv`` in the checkpoint folder).
+[`fit`][cxr_pneumonia.training.fitting.fit] shows its progress through
+[`TrainingProgress`][cxr_pneumonia.training.progress.TrainingProgress] instead of Keras' progress
+bar, whose epoch line lists every metric (it wraps to three lines in a 100-column terminal) and
+whose carriage returns and escape codes end up in redirected logs. Every metric of every epoch still
+goes to the CSV log (``training_log.csv`` in the checkpoint folder).
 
 On a terminal, a line is redrawn in place during each epoch (batches done,
 the epoch's and the run's time left); when the output is a file or a pipe,
@@ -33,7 +33,8 @@ import keras
 __all__ = ["LINE_WIDTH", "TrainingProgress", "format_duration", "is_terminal"]
 
 LINE_WIDTH = 100
-"""The longest line :class:`TrainingProgress` writes."""
+"""The longest line [`TrainingProgress`][cxr_pneumonia.training.progress.TrainingProgress]
+writes."""
 
 # (logs key, short name, decimals), in the order shown.
 _SHOWN: tuple[tuple[str, str, int], ...] = (
@@ -75,7 +76,7 @@ def format_duration(seconds: float) -> str:
     Returns:
         The text.
 
-    Example:
+    Examples:
         >>> format_duration(42.4), format_duration(312), format_duration(3900)
         ('42s', '5m12s', '1h05m')
     """
@@ -94,14 +95,14 @@ def format_duration(seconds: float) -> str:
 class TrainingProgress(keras.callbacks.Callback):
     """Compact, 1-based progress of a training run, with the time left for the whole run.
 
-    One line per finished epoch (at most :data:`LINE_WIDTH` columns): the
+    One line per finished epoch (at most `LINE_WIDTH` columns): the
     epoch number out of the run's total, the training loss, the main
     validation figures (the training ones without validation data), the
     learning rate, the epoch's duration and the run's estimated time left.
     The best value so far of ``monitor`` carries a ``*``.
 
     Works with plain ``keras.Model.fit`` (pass ``verbose=0`` there to silence
-    Keras' own bar) and across :func:`~cxr_pneumonia.fit`'s two phases, which
+    Keras' own bar) and across [`fit`][cxr_pneumonia.training.fitting.fit]'s two phases, which
     share one instance so the ETA covers the whole run.
 
     Args:
@@ -240,7 +241,7 @@ class TrainingProgress(keras.callbacks.Callback):
         self.write(line)
 
     def format_epoch(self, epoch: int, logs: Mapping[str, Any], *, duration: float) -> str:
-        """The line of one finished epoch (at most :data:`LINE_WIDTH` columns).
+        """The line of one finished epoch (at most `LINE_WIDTH` columns).
 
         Args:
             epoch: 0-based epoch (shown 1-based).
