@@ -27,7 +27,7 @@ import csv
 from pathlib import Path
 
 from cxr_pneumonia import Predictor, evaluate, feature_maps, load_dataset
-from cxr_pneumonia.explain import conv_layer_names
+from cxr_pneumonia.gradcam import conv_layer_names
 from cxr_pneumonia.plots import (
     plot_calibration,
     plot_confusion_matrix,

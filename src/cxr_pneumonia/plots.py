@@ -448,7 +448,7 @@ def plot_gradcam(
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import ListedColormap, Normalize
 
-    from cxr_pneumonia.explain import jet_colormap  # the overlay's own colours
+    from cxr_pneumonia.gradcam import jet_colormap  # the overlay's own colours
 
     prediction = explanation.prediction
     overlay = np.asarray(explanation.overlay)
