@@ -134,6 +134,9 @@ def test_quickstart(data_tree: Path, env: dict[str, str], tmp_path: Path) -> Non
         "quickstart.py", "--data-dir", data_tree, *TINY, "--epochs", "1", "--out", out, env=env
     )
     assert "class_weight" in done.stdout  # the data summary
+    assert "kept the weights of epoch" in done.stdout  # fit says which weights it kept
+    assert "\r" not in done.stdout  # plain lines in a pipe: no redraws, no escape codes
+    assert "\x1b" not in done.stdout
     assert "Prediction(label=" in done.stdout
     assert (out / "model.keras").is_file()
     assert (out / "metadata.json").is_file()
