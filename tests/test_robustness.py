@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from cxr_pneumonia.evaluation import EvaluationReport
-from cxr_pneumonia.robustness import ShiftReport, ShiftResult, shift_report
+from cxr_pneumonia.robustness import ShiftReport, ShiftResult, compare_shift_reports, shift_report
 from cxr_pneumonia.shifts import DEFAULT_SHIFTS, apply_shift
 from helpers_training import make_splits
 
@@ -220,3 +220,55 @@ def test_the_plot_draws_one_panel_per_metric(tmp_path: Path) -> None:
     empty = ShiftReport(baseline=report.baseline, rows=(), threshold=0.5)
     with pytest.raises(ValueError, match="no shifted rows"):
         plot_shift_report(empty)
+
+
+def test_mean_and_comparison_of_reports() -> None:
+    report = made_report()
+    assert report.mean("specificity") == pytest.approx((0.80 + 0.93 + 0.80) / 3)
+    assert report.mean("roc_auc") == pytest.approx((0.98 + 0.95) / 2)  # NaN skipped
+    assert report.to_dict()["mean"]["sensitivity"] == pytest.approx((0.99 + 0.90 + 0.90) / 3)
+    better = ShiftReport(
+        baseline=row("none", 0, 0.995, 0.97, 0.97),
+        rows=(
+            row("contrast", 0.6, 0.99, 0.97, 0.95),
+            row("blur", 2, 0.99, 0.96, 0.94),
+            row("crop", 0.85, 0.985, 0.97, 0.90),
+        ),
+        threshold=0.5,
+    )
+    table = compare_shift_reports({"default": report, "better": better})
+    lines = table.splitlines()
+    assert lines[0] == "**100 images**, 3 shifted copies"
+    assert lines[2].startswith("| Model | Threshold | ROC AUC none | ROC AUC mean | ROC AUC worst")
+    assert lines[4].startswith("| default | 0.4100 | 0.9900 | 0.9650 | 0.9500 (blur 2) |")
+    assert lines[5].endswith("| 0.9700 | 0.9300 | 0.9000 (crop 0.85) |")
+    shorter = ShiftReport(baseline=report.baseline, rows=report.rows[:2], threshold=0.5)
+    with pytest.raises(ValueError, match=r"differ in images .* or shifts"):
+        compare_shift_reports({"a": report, "b": shorter})
+    with pytest.raises(ValueError, match="reports is empty"):
+        compare_shift_reports({})
+
+
+@pytest.mark.slow
+def test_the_shipped_model_holds_up_on_real_validation_images(shared_data: Path) -> None:
+    from cxr_pneumonia.data import load_dataset
+    from cxr_pneumonia.predictor import Predictor
+
+    predictor = Predictor.default()
+    data = load_dataset(
+        data_dir=shared_data / "kermany2018-224",
+        image_size=predictor.image_size,
+        color_mode=predictor.color_mode,
+        validation_fraction=0.15,
+        seed=0,
+        augment=False,
+        progress=False,
+    )
+    all_labels = np.asarray(data.labels["validation"])
+    pick = np.concatenate([np.flatnonzero(all_labels == c)[:100] for c in (0, 1)])
+    images, labels = np.asarray(data.images["validation"])[pick], all_labels[pick]
+    report = shift_report(predictor, (images, labels), shifts={"contrast": [0.6], "crop": [0.85]})
+    assert report.threshold == predictor.threshold
+    assert report.baseline.roc_auc > 0.97
+    assert report.worst("roc_auc").roc_auc > 0.9
+    assert report.worst("specificity").specificity > 0.6
