@@ -335,6 +335,7 @@ def test_result_says_which_weights_early_stopping_kept(data, capsys) -> None:
     assert result.kept_metrics == result.best_metrics
     out = capsys.readouterr().out
     assert "kept the weights of epoch 2 of 4" in out
+    assert all(len(line) <= 100 for line in out.splitlines())
     assert "loss 1.0000" in out  # that epoch's logged figures
 
 

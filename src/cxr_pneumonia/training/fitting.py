@@ -21,6 +21,7 @@ import logging
 import math
 import os
 import shutil
+import textwrap
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -160,20 +161,23 @@ class TrainingResult:
         """Which weights the model holds, why, and their logged figures; then the best epoch.
 
         Returns:
-            Two or three lines of plain text, e.g.
-            ``"kept the weights of epoch 7 of 12: the lowest val_loss, restored by
-            EarlyStopping"`` followed by that epoch's figures.
+            Plain text lines of at most 100 columns, e.g. ``"kept the weights of
+            epoch 7 of 12: the lowest val_loss, restored by EarlyStopping"``
+            followed by that epoch's figures.
         """
         if self.kept_epoch is None:
             return "no epoch ran"
         total = self.epochs[-1] if self.epochs else self.kept_epoch
-        lines = [f"kept the weights of epoch {self.kept_epoch} of {total}: {self.kept_reason}"]
+        head = f"kept the weights of epoch {self.kept_epoch} of {total}: {self.kept_reason}"
+        lines = textwrap.wrap(head, width=100, subsequent_indent="  ")
         metrics = self.kept_metrics
         label = "val" if any(key.startswith("val_") for key in metrics) else "train"
         figures = "  ".join(
             f"{key.removeprefix('val_')} {value:.4f}" for key, value in metrics.items()
         )
-        lines.append(f"  {label}: {figures}")
+        lines += textwrap.wrap(
+            f"{label}: {figures}", width=100, initial_indent="  ", subsequent_indent="    "
+        )
         if self.ema:
             lines.append(
                 "  these are the optimizer's moving-average (EMA) weights, as are the "
