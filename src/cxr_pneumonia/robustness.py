@@ -191,11 +191,11 @@ class ShiftReport:
     def mean(self, metric: str = "specificity") -> float:
         """The mean of ``metric`` over the shifted rows (NaN rows skipped).
 
-        Steadier than :meth:`worst` for comparing models: one fragile shift
-        decides the worst case, every shift counts in the mean.
+        Steadier than [`worst`][cxr_pneumonia.robustness.ShiftReport.worst] for comparing models:
+        one fragile shift decides the worst case, every shift counts in the mean.
 
         Args:
-            metric: One of :data:`SHIFT_METRICS`.
+            metric: One of [`SHIFT_METRICS`][cxr_pneumonia.robustness.SHIFT_METRICS].
 
         Returns:
             The mean, or the baseline's value when no row defines it.
@@ -525,7 +525,7 @@ def compare_shift_reports(reports: Mapping[str, ShiftReport]) -> str:
         ValueError: If ``reports`` is empty, or the reports differ in images
             or shifts (they would not be comparable).
 
-    Example:
+    Examples:
         >>> print(compare_shift_reports({"default": a, "mixup": b}))  # doctest: +SKIP
     """
     if not reports:
