@@ -64,12 +64,14 @@ def test_shift_report_table_json_markdown_and_plot(
     )
     assert code == 0, err
     assert f"{bundle} on {data_dir}, split test" in out
-    header = out.splitlines()[2]
-    assert header.startswith("shift")
-    assert "specificity" in header
-    assert len([line for line in out.splitlines() if line.startswith("gamma ")]) == 4
-    assert len([line for line in out.splitlines() if line.startswith("crop ")]) == 3
-    assert "12 images, threshold 0.4500; worst case:" in out
+    lines = out.splitlines()
+    assert lines[2].startswith("12 images (split test of ")
+    assert lines[2].endswith("threshold 0.4500, 7 shifted copies")
+    assert lines[4].startswith("shift")
+    assert "specificity" in lines[4]
+    assert len([line for line in lines if line.startswith("gamma ")]) == 4
+    assert len([line for line in lines if line.startswith("crop ")]) == 3
+    assert "worst case:" in lines
 
     plot = workspace / "figures" / "shifts.png"
     code, out, err = run(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
 from pathlib import Path
@@ -11,7 +12,13 @@ import numpy as np
 import pytest
 
 from cxr_pneumonia.evaluation import EvaluationReport
-from cxr_pneumonia.robustness import ShiftReport, ShiftResult, compare_shift_reports, shift_report
+from cxr_pneumonia.robustness import (
+    SHIFT_METRICS,
+    ShiftReport,
+    ShiftResult,
+    compare_shift_reports,
+    shift_report,
+)
 from cxr_pneumonia.shifts import DEFAULT_SHIFTS, apply_shift
 from helpers_training import make_splits
 
@@ -194,6 +201,32 @@ def test_dict_json_markdown_and_repr() -> None:
     assert len(text_repr) < 300
     assert "specificity=0.8000 (contrast 0.6)" in text_repr
     assert math.isnan(report.rows[2].roc_auc)
+
+
+def test_plain_text_and_terminal_renderings() -> None:
+    from rich.console import Console
+
+    report = made_report()
+    text = report.to_text().splitlines()
+    assert text[0] == (
+        "100 images (split validation of kermany2018), threshold 0.4100, 3 shifted copies"
+    )
+    assert text[2].split() == ["shift", "strength", *SHIFT_METRICS]
+    assert text[4].split() == ["none", "0.9900", "0.9700", "0.9500", "0.9600"]
+    assert text[5].startswith("contrast  0.6")
+    assert "0.8000 (-0.150)" in text[5]
+    assert "**" not in report.to_text()  # no markup in plain text
+    assert text[-3:] == [
+        "  sensitivity  0.9000  (blur 2)",
+        "  specificity  0.8000  (contrast 0.6)",
+        "  accuracy     0.8500  (crop 0.85)",
+    ]
+    console = Console(width=120, file=io.StringIO(), color_system="standard")
+    console.print(report)
+    rendered = console.file.getvalue()  # type: ignore[attr-defined]
+    assert "Specificity" in rendered
+    assert "\x1b[1;31m0.8000 (-0.150)" in rendered  # the worst specificity, bold red
+    assert "\x1b[33m0.9300 (-0.020)" in rendered  # below the baseline, yellow
 
 
 def test_the_plot_draws_one_panel_per_metric(tmp_path: Path) -> None:

@@ -1017,36 +1017,8 @@ def _cmd_shift_report(args: argparse.Namespace) -> int:
         print(report.to_markdown())
     else:
         print(f"{args.bundle} on {data.source}, split {args.split}\n")
-        print(_shift_table(report))
+        print(report.to_text())
     return EXIT_OK
-
-
-def _shift_table(report: Any) -> str:
-    from cxr_pneumonia.robustness import SHIFT_METRICS
-
-    def number(value: float, base: float | None = None) -> str:
-        if value != value:  # NaN
-            return "n/a"
-        return f"{value:.4f}" if base is None else f"{value:.4f} ({value - base:+.3f})"
-
-    rows = [["shift", "strength", *SHIFT_METRICS]]
-    rows.append(["none", "", *(number(getattr(report.baseline, m)) for m in SHIFT_METRICS)])
-    for row in report.rows:
-        rows.append(
-            [
-                row.shift,
-                f"{row.strength:g}",
-                *(number(getattr(row, m), getattr(report.baseline, m)) for m in SHIFT_METRICS),
-            ]
-        )
-    lines = [
-        _table(rows),
-        "",
-        f"{report.n} images, threshold {report.threshold:.4f}; worst case:",
-    ]
-    for metric, row in report.worst_case.items():
-        lines.append(f"  {metric:<12} {number(getattr(row, metric))}  ({row.label})")
-    return "\n".join(lines)
 
 
 def _cmd_export(args: argparse.Namespace) -> int:

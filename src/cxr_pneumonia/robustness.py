@@ -285,6 +285,73 @@ class ShiftReport:
             )
         return "\n".join(lines)
 
+    def to_text(self) -> str:
+        """The report as plain text: aligned columns, then the worst cases (no markup).
+
+        Returns:
+            Text for a log file or a pipe.
+        """
+        rows = [["shift", "strength", *SHIFT_METRICS]]
+        rows.append([BASELINE, "", *(_fmt(getattr(self.baseline, m)) for m in SHIFT_METRICS)])
+        for row in self.rows:
+            rows.append(
+                [
+                    row.shift,
+                    f"{row.strength:g}",
+                    *(_cell(getattr(row, m), getattr(self.baseline, m), bold=False)
+                      for m in SHIFT_METRICS),
+                ]
+            )  # fmt: skip
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        lines = [self._headline(), ""]
+        for n, cells in enumerate(rows):
+            lines.append(
+                "  ".join(
+                    cell.ljust(w) if i < 2 else cell.rjust(w)
+                    for i, (cell, w) in enumerate(zip(cells, widths, strict=True))
+                ).rstrip()
+            )
+            if n == 0:
+                lines.append("  ".join("-" * w for w in widths))
+        lines += ["", "worst case:"]
+        for metric, row in self.worst_case.items():
+            lines.append(f"  {metric:<12} {_fmt(getattr(row, metric))}  ({row.label})")
+        return "\n".join(lines)
+
+    def _headline(self) -> str:
+        where = f"split {self.split}" if self.split else "the given images"
+        source = f" of {self.source}" if self.source else ""
+        return (
+            f"{self.n} images ({where}{source}), threshold {self.threshold:.4f}, "
+            f"{len(self.rows)} shifted copies"
+        )
+
+    def __rich__(self) -> Any:
+        """A terminal rendering (``Console().print(report)``): the table, the worst in red."""
+        from rich import box
+        from rich.console import Group
+        from rich.table import Table
+        from rich.text import Text
+
+        worst = {metric: row for metric, row in self.worst_case.items() if row in self.rows}
+        table = Table(box=box.SIMPLE_HEAD)
+        table.add_column("shift")
+        table.add_column("strength", justify="right")
+        for metric in SHIFT_METRICS:
+            table.add_column(_TITLES[metric], justify="right")
+        table.add_row(BASELINE, "", *(_fmt(getattr(self.baseline, m)) for m in SHIFT_METRICS))
+        for row in self.rows:
+            cells = []
+            for metric in SHIFT_METRICS:
+                value, base = getattr(row, metric), getattr(self.baseline, metric)
+                text = _cell(value, base, bold=False)
+                style = (
+                    "bold red" if worst.get(metric) is row else ("yellow" if value < base else "")
+                )
+                cells.append(Text(text, style=style))
+            table.add_row(row.shift, f"{row.strength:g}", *cells)
+        return Group(Text(self._headline(), style="bold"), table)
+
     def __str__(self) -> str:
         return self.to_markdown()
 
