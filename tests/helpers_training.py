@@ -61,14 +61,16 @@ def make_splits(
     )
 
 
-def tiny_model(size: int = 16, *, seed: int = 0, name: str = "tiny") -> keras.Model:
-    """A 2-layer CNN on uint8 (size, size, 1) input with one sigmoid output."""
+def tiny_model(size: int = 16, *, seed: int = 0, name: str = "tiny", units: int = 1) -> keras.Model:
+    """A 2-layer CNN on uint8 (size, size, 1) input: one sigmoid output, or a
+    ``units=2`` softmax (NORMAL, PNEUMONIA)."""
     keras.utils.set_random_seed(seed)
     inputs = keras.Input((size, size, 1))
     x = keras.layers.Rescaling(1 / 255)(inputs)
     x = keras.layers.Conv2D(4, 3, activation="relu")(x)
     x = keras.layers.GlobalAveragePooling2D()(x)
-    outputs = keras.layers.Dense(1, activation="sigmoid")(x)
+    activation = "sigmoid" if units == 1 else "softmax"
+    outputs = keras.layers.Dense(units, activation=activation)(x)
     return keras.Model(inputs, outputs, name=name)
 
 

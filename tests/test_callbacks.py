@@ -214,9 +214,60 @@ def test_multi_metric_missing_metric_lists_available_keys() -> None:
         _drive(callback, [{"loss": 0.4}])
 
 
+def test_multi_metric_after_targets_reproduces_the_vgg19_notebook_run() -> None:
+    """Targets first met at epoch 10 (1-based), no better epoch after: stop at epoch 12."""
+    targets = {"val_accuracy": 0.94, "val_recall": 0.95}
+    logs = [_row(0.80 + 0.01 * e, 0.90) for e in range(9)]  # epochs 1-9 miss the targets
+    logs += [_row(0.95, 0.96), _row(0.94, 0.96), _row(0.95, 0.95)]  # 10 met; 11, 12 not better
+    logs += [_row(0.99, 0.99)] * 3  # never reached
+    notebook = MultiMetricEarlyStopping(targets, patience=2, mode="after_targets")
+    model = _drive(notebook, logs)
+    assert notebook.best_epoch == 9  # epoch 10
+    assert notebook.stopped_epoch == 11  # epoch 12
+    assert model.weights_value == 9
+    # The default mode counts patience from the start: it gives up at epoch 2.
+    default = MultiMetricEarlyStopping(targets, patience=2)
+    with pytest.warns(UserWarning, match="no epoch met every target"):
+        _drive(default, logs)
+    assert default.stopped_epoch == 1
+
+
+def test_multi_metric_after_targets_trains_on_until_met_on_random_rows() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(10, 3)).astype("float32")
+    y = (x[:, 0] > 0).astype("float32")
+
+    def run(mode: str, targets: dict[str, float]) -> tuple[list[float], MultiMetricEarlyStopping]:
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential(
+            [keras.Input((3,)), keras.layers.Dense(4, activation="relu"), keras.layers.Dense(1)]
+        )
+        model.compile(keras.optimizers.SGD(0.01), "mse")
+        callback = MultiMetricEarlyStopping(targets, patience=2, mode=mode)  # type: ignore[arg-type]
+        history = model.fit(x, y, epochs=6, batch_size=5, callbacks=[callback], verbose=0)
+        return history.history["loss"], callback
+
+    never = {"loss": -1.0}  # a squared error is never negative
+    with pytest.warns(UserWarning, match="no epoch met every target"):
+        losses, _ = run("from_start", never)
+    assert len(losses) == 2
+    with pytest.warns(UserWarning, match="no epoch met every target"):
+        losses, callback = run("after_targets", never)
+    assert len(losses) == 6  # waits for the targets up to fit's epochs
+    assert callback.stopped_epoch is None
+    losses, callback = run("after_targets", {"loss": 1e6})  # met at once: a normal best
+    assert callback.best_epoch == int(np.argmin(losses))
+
+
 @pytest.mark.parametrize(
     "kwargs",
-    [{"patience": 0}, {"patience": 1.5}, {"min_delta": -0.1}, {"monitor": ""}],
+    [
+        {"patience": 0},
+        {"patience": 1.5},
+        {"min_delta": -0.1},
+        {"monitor": ""},
+        {"mode": "notebook"},
+    ],
 )
 def test_multi_metric_rejects_bad_arguments(kwargs: dict) -> None:
     with pytest.raises(ValueError, match="MultiMetricEarlyStopping"):

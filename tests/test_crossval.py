@@ -101,3 +101,28 @@ def test_cross_validate_a_registry_model() -> None:
     )
     assert len(result.fold_metrics) == 2
     assert all(0.0 <= m["val_accuracy"] <= 1.0 for m in result.fold_metrics)
+
+
+def test_cross_validate_a_builder_function_with_a_softmax_output() -> None:
+    shapes: list[tuple[int, int, int]] = []
+
+    def two_class_cnn(input_shape):
+        shapes.append(input_shape)
+        return tiny_model(input_shape[0], units=2, name="two_class_cnn")
+
+    data = make_splits(24, 12)
+    result = cross_validate(two_class_cnn, data, folds=2, epochs=1, learning_rate=0.05, verbose=0)
+    assert shapes == [(16, 16, 1), (16, 16, 1)]  # a fresh model per fold
+    assert result.name == "two_class_cnn"
+    assert all(set(m) == METRICS for m in result.fold_metrics)
+    assert all(0.0 <= m["val_recall"] <= 1.0 for m in result.fold_metrics)
+
+
+def test_cross_validate_checks_the_builder() -> None:
+    data = make_splits(24, 12)
+    with pytest.raises(TypeError, match=r"must return a keras\.Model"):
+        cross_validate(lambda shape: "model", data, folds=2, epochs=1, verbose=0)
+    with pytest.raises(ValueError, match="model_options apply to registry names"):
+        cross_validate(tiny_model, data, folds=2, model_options={"dropout": 0.1})
+    with pytest.raises(TypeError, match="registered model name or a function"):
+        cross_validate(3, data, folds=2)  # type: ignore[arg-type]

@@ -373,6 +373,28 @@ def test_evaluate_dataset_splits(tiny_model, tiny_data, expected_scores) -> None
         evaluate(tiny_model, _splits(images, labels, test=False))
 
 
+def test_evaluate_train_split_never_augments(tiny_model, tiny_data, expected_scores) -> None:
+    import dataclasses
+
+    import tensorflow as tf
+
+    images, labels = tiny_data
+    splits = _splits(images, labels, test=False)
+    # A training pipeline that shuffles and augments, as load_dataset's does.
+    augmented = (
+        tf.data.Dataset.from_tensor_slices((images, labels))
+        .shuffle(len(labels))
+        .map(lambda x, y: (tf.image.random_flip_left_right(255 - x), y))
+        .batch(8)
+    )
+    splits = dataclasses.replace(splits, train=augmented)
+    first = evaluate(tiny_model, splits, split="train")
+    second = evaluate(tiny_model, splits, split="train")
+    np.testing.assert_array_equal(first.scores, second.scores)
+    np.testing.assert_array_equal(first.labels, labels)  # file order
+    np.testing.assert_allclose(first.scores, expected_scores, rtol=1e-5, atol=1e-6)
+
+
 def test_evaluate_predictor_uses_its_threshold_and_batches(tiny_data) -> None:
     images, labels = tiny_data
     predictor = FakePredictor(threshold=0.3)

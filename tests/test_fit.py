@@ -184,6 +184,28 @@ def test_fit_rejects_validation_targets_without_validation_data() -> None:
         fit(tiny_model(), data, callbacks=[stopping])
 
 
+def test_fit_trains_a_softmax_model_with_the_same_logs(data) -> None:
+    model = tiny_model(units=2)
+    result = fit(model, data, epochs=4, learning_rate=0.05, class_weight="balanced", verbose=0)
+    assert set(result.history) >= {"loss", "val_loss", "val_precision", "val_recall", "val_auc"}
+    # The logged metrics are those of the PNEUMONIA column, as for a sigmoid model.
+    images, labels = data.images["validation"], data.labels["validation"]
+    p = model.predict(images, verbose=0)[:, 1]
+    predicted = p > 0.5
+    true_positives = int(np.sum(predicted & (labels == 1)))
+    expected_recall = true_positives / int(np.sum(labels == 1))
+    assert result.history["val_recall"][-1] == pytest.approx(expected_recall, abs=1e-6)
+    assert result.history["val_accuracy"][-1] == pytest.approx(
+        float(np.mean(predicted == (labels == 1))), abs=1e-6
+    )
+    assert result.history["val_auc"][-1] > 0.9  # brighter images are PNEUMONIA: learnable
+
+
+def test_fit_refuses_other_output_shapes(data) -> None:
+    with pytest.raises(ValueError, match=r"fit needs a classifier: .*\(N, 2\) \(softmax"):
+        fit(tiny_model(units=3), data)
+
+
 def test_fit_rejects_non_models_and_non_data(data) -> None:
     with pytest.raises(TypeError, match=r"keras\.Model"):
         fit("cnn", data)

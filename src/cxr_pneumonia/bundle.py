@@ -44,6 +44,7 @@ from cxr_pneumonia._files import remove_debris
 from cxr_pneumonia._version import __version__
 from cxr_pneumonia.exceptions import BundleError, OverwriteRefusedError
 from cxr_pneumonia.images import channels_for, check_color_mode, check_image_size
+from cxr_pneumonia.outputs import OUTPUT_KINDS, output_kind
 
 if TYPE_CHECKING:
     import keras
@@ -102,6 +103,10 @@ class BundleMetadata:
         library_version: ``cxr_pneumonia.__version__`` that wrote the bundle.
         format_version: Bundle format version.
         dtype: Pixel dtype the input expects (always ``"uint8"``).
+        output: The model's output kind: ``"sigmoid"`` (``(N, 1)``, the
+            probability of ``class_names[1]``) or ``"softmax"`` (``(N, 2)``,
+            one probability per class in ``class_names`` order); bundles
+            written before this field existed read as ``"sigmoid"``.
         ensemble: For a model averaging several members
             ([`cxr_pneumonia.ensembles.ensemble`][cxr_pneumonia.ensembles.ensemble]): ``{"combine":
             "mean", "members": [...]}``, one provenance record per member (its sub-model ``layer``,
@@ -122,6 +127,7 @@ class BundleMetadata:
     format_version: int = BUNDLE_FORMAT_VERSION
     dtype: str = "uint8"
     ensemble: dict[str, Any] | None = field(default=None, hash=False)
+    output: str = "sigmoid"
 
     @property
     def channels(self) -> int:
@@ -157,6 +163,7 @@ class BundleMetadata:
                 "dtype": self.dtype,
             },
             "class_names": list(self.class_names),
+            "output": self.output,
             "threshold": self.threshold,
             "metrics": dict(self.metrics),
             "training": dict(self.training),
@@ -228,6 +235,10 @@ class BundleMetadata:
         ensemble = data.get("ensemble")
         if ensemble is not None:
             _check_ensemble(ensemble)
+        output = data.get("output", "sigmoid")
+        if output not in OUTPUT_KINDS:
+            msg = f"metadata 'output' must be one of {', '.join(OUTPUT_KINDS)}; got {output!r}"
+            raise BundleError(msg)
         return cls(
             image_size=image_size,
             color_mode=color_mode,
@@ -242,6 +253,7 @@ class BundleMetadata:
             format_version=version,
             dtype=dtype,
             ensemble=dict(ensemble) if ensemble is not None else None,
+            output=output,
         )
 
 
@@ -270,8 +282,9 @@ def metadata_for_model(
         [`save_model`][cxr_pneumonia.bundle.save_model]).
 
     Raises:
-        ValueError: If the model's input is not an image batch, or an argument
-            is invalid or contradicts the model's input shape.
+        ValueError: If the model's input is not an image batch, its output is
+            neither ``(N, 1)`` nor ``(N, 2)``, or an argument is invalid or
+            contradicts the model's input shape.
     """
     shape = _model_input_shape(model)
     height, width, channels = shape
@@ -308,6 +321,7 @@ def metadata_for_model(
         threshold=float(threshold),
         model_name=model_name if model_name is not None else str(model.name),
         ensemble=_ensemble_of(model),
+        output=output_kind(model),
     )
 
 
@@ -534,12 +548,18 @@ def load_bundle(path: str | os.PathLike[str]) -> tuple[keras.Model, BundleMetada
     if any(got is not None and got != want for got, want in zip(shape, expected, strict=True)):
         msg = f"{folder}: the model's input shape {shape} contradicts the metadata {expected}"
         raise BundleError(msg)
-    outputs = getattr(model, "outputs", None) or []
-    widths = [tuple(output.shape)[1:] for output in outputs]
-    if len(widths) != 1 or widths[0] not in ((1,), (2,)):
+    try:
+        kind = output_kind(model)
+    except ValueError as exc:
         msg = (
-            f"{folder}: the model's outputs {widths} are not one binary output, (N, 1) sigmoid "
-            "or (N, 2) softmax, for the 2 class names of the metadata"
+            f"{folder}: the model's output is not one binary output, (N, 1) sigmoid or (N, 2) "
+            f"softmax, for the 2 class names of the metadata: {exc}"
+        )
+        raise BundleError(msg) from None
+    if kind != metadata.output:
+        msg = (
+            f"{folder}: the model has a {kind} output but the metadata says {metadata.output!r}; "
+            "the bundle was edited by hand: save it again with save_model"
         )
         raise BundleError(msg)
     return model, metadata

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from cxr_pneumonia.bundle import BundleMetadata, load_bundle
 from cxr_pneumonia.exceptions import BundleError
+from cxr_pneumonia.outputs import output_kind, positive_probability_tensor
 
 if TYPE_CHECKING:
     import keras
@@ -106,20 +107,6 @@ def _positive_index(metadata: BundleMetadata) -> int:
     return names.index(_POSITIVE_CLASS) if _POSITIVE_CLASS in names else 1
 
 
-def _output_width(model: keras.Model) -> int:
-    outputs = getattr(model, "outputs", None)
-    if not outputs or len(outputs) != 1:
-        msg = "the model must have exactly one output (sigmoid (N, 1) or softmax (N, 2))"
-        raise BundleError(msg)
-    width = 1
-    for dim in tuple(outputs[0].shape)[1:]:
-        width *= int(dim) if dim is not None else 1
-    if width not in (1, 2):
-        msg = f"the model's output shape {tuple(outputs[0].shape)} is not (N, 1) or (N, 2)"
-        raise BundleError(msg)
-    return width
-
-
 def _write_savedmodel(model: keras.Model, metadata: BundleMetadata, path: Path) -> None:
     import keras
     import tensorflow as tf
@@ -128,7 +115,10 @@ def _write_savedmodel(model: keras.Model, metadata: BundleMetadata, path: Path) 
     threshold = float(metadata.threshold)
     positive = _positive_index(metadata)
     input_dtype = str(getattr(model.inputs[0], "dtype", "float32") or "float32")
-    n_outputs = _output_width(model)
+    try:
+        n_outputs = 2 if output_kind(model) == "softmax" else 1
+    except ValueError as exc:
+        raise BundleError(str(exc)) from None
 
     spec = tf.TensorSpec([None, height, width, metadata.channels], tf.uint8, name="image")
 
@@ -139,11 +129,7 @@ def _write_savedmodel(model: keras.Model, metadata: BundleMetadata, path: Path) 
         inputs = image if input_dtype == "uint8" else tf.cast(image, input_dtype)
         outputs = tf.cast(model(inputs, training=False), tf.float32)
         outputs = tf.reshape(outputs, [-1, n_outputs])
-        # (N, 1) sigmoid: the probability of class 1; (N, 2) softmax: one column each.
-        if n_outputs == 1:
-            probability = outputs[:, 0] if positive == 1 else 1.0 - outputs[:, 0]
-        else:
-            probability = outputs[:, positive]
+        probability = positive_probability_tensor(outputs, positive_index=positive)
         return {"probability": probability, "pneumonia": probability >= threshold}
 
     serve.get_concrete_function()

@@ -35,6 +35,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
+from cxr_pneumonia.outputs import positive_probability_tensor
+
 if TYPE_CHECKING:
     import keras
 
@@ -91,10 +93,7 @@ def grad_cam(
     with tf.GradientTape() as tape:
         activations, outputs = grad_model(inputs, training=False)
         outputs = tf.reshape(tf.cast(outputs, tf.float32), [tf.shape(inputs)[0], -1])
-        if outputs.shape[-1] == 1:
-            score = outputs[:, 0] if class_index == 1 else 1.0 - outputs[:, 0]
-        else:
-            score = outputs[:, class_index]
+        score = positive_probability_tensor(outputs, positive_index=class_index)
     grads = tape.gradient(score, activations)
     acts = np.asarray(activations, dtype=np.float32)
     if grads is None:  # pragma: no cover - the tapped layer always feeds the output

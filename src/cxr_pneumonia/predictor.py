@@ -58,6 +58,7 @@ from cxr_pneumonia.gradcam import (
     resolve_layer,
 )
 from cxr_pneumonia.images import DEFAULT_MAX_PIXELS, ImageInput, load_image, prepare_image
+from cxr_pneumonia.outputs import OutputKind, output_kind, positive_probability
 
 if TYPE_CHECKING:
     import keras
@@ -197,7 +198,7 @@ class Predictor:
         self.max_pixels = max_pixels
         self.num_workers = num_workers
         self._positive, self._negative = _class_indices(self.class_names)
-        self._outputs = _output_width(model)
+        self.output_kind: OutputKind = output_kind(model)
         self._executor: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
 
@@ -535,11 +536,7 @@ class Predictor:
         return self._positive_probability(outputs)
 
     def _positive_probability(self, outputs: np.ndarray) -> np.ndarray:
-        outputs = np.asarray(outputs, dtype=np.float64).reshape(len(outputs), -1)
-        if outputs.shape[1] == 1:
-            column = outputs[:, 0]
-            return column if self._positive == 1 else 1.0 - column
-        return outputs[:, self._positive]
+        return positive_probability(outputs, positive_index=self._positive)
 
     def _prediction(self, probability: float, threshold: float, source: str | int) -> Prediction:
         index = self._positive if probability >= threshold else self._negative
@@ -741,15 +738,3 @@ def _class_indices(class_names: Sequence[str]) -> tuple[int, int]:
         raise ValueError(msg)
     positive = class_names.index(_POSITIVE_CLASS) if _POSITIVE_CLASS in class_names else 1
     return positive, 1 - positive
-
-
-def _output_width(model: keras.Model) -> int:
-    outputs = getattr(model, "outputs", None)
-    if not outputs or len(outputs) != 1:
-        msg = "the model must have exactly one output (sigmoid (N, 1) or softmax (N, 2))"
-        raise ValueError(msg)
-    width = int(np.prod([d for d in tuple(outputs[0].shape)[1:] if d is not None] or [1]))
-    if width not in (1, 2):
-        msg = f"the model's output shape {tuple(outputs[0].shape)} is not (N, 1) or (N, 2)"
-        raise ValueError(msg)
-    return width

@@ -22,6 +22,7 @@ import numpy as np
 from cxr_pneumonia.data.splits import CLASS_NAMES, DatasetSplits
 from cxr_pneumonia.evaluation.inputs import check_threshold
 from cxr_pneumonia.evaluation.report import EvaluationReport, build_report
+from cxr_pneumonia.outputs import positive_probability
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -43,6 +44,18 @@ def _batches(
     """
     if isinstance(data, DatasetSplits):
         dataset = data.dataset(split)  # ValueError naming the present splits
+        images, labels = data.images.get(split), data.labels.get(split)
+        if images is not None and labels is not None:
+            # The decoded images as they are: the training pipeline augments and
+            # shuffles, and evaluation must neither (two calls, one figure).
+            size = batch_size if batch_size is not None else data.batch_size
+            return _array_batches(images, labels, size), tuple(data.class_names)
+        if split == "train":
+            msg = (
+                "this DatasetSplits has no decoded training images (data.images['train']) "
+                "to evaluate unaugmented; pass (images, labels) arrays instead"
+            )
+            raise ValueError(msg)
         return _dataset_batches(dataset, batch_size), tuple(data.class_names)
     if isinstance(data, tuple) and len(data) == 2:
         return _array_batches(data[0], data[1], batch_size), None
@@ -125,25 +138,6 @@ def _scorer(model_or_predictor: Any) -> Any:
     raise TypeError(msg)
 
 
-def _positive_probability(outputs: Any) -> np.ndarray:
-    """Reduce a batch of model outputs to the probability of PNEUMONIA, shape ``(batch,)``."""
-    if isinstance(outputs, (dict, list, tuple)):
-        msg = f"the model must have one output; got {type(outputs).__name__} of outputs"
-        raise ValueError(msg)
-    array = np.asarray(outputs, dtype=np.float64)
-    if array.ndim == 1:
-        return array
-    if array.ndim == 2 and array.shape[1] == 1:
-        return array[:, 0]
-    if array.ndim == 2 and array.shape[1] == 2:
-        return array[:, 1]  # softmax over (NORMAL, PNEUMONIA)
-    msg = (
-        "the model output must have shape (batch,), (batch, 1) (sigmoid) or (batch, 2) "
-        f"(softmax, NORMAL first); got {array.shape}"
-    )
-    raise ValueError(msg)
-
-
 def _flat_labels(labels: np.ndarray) -> np.ndarray:
     array = np.asarray(labels)
     if array.ndim == 2 and array.shape[1] == 2:
@@ -186,7 +180,10 @@ def evaluate(
             batched or not, or a tuple ``(images, labels)`` of arrays. Images
             must already have the model's input size and color mode.
         split: Which split of a ``DatasetSplits`` to use: ``"train"``,
-            ``"validation"`` or ``"test"``. Ignored for other data.
+            ``"validation"`` or ``"test"``. Ignored for other data. The
+            split's decoded images are scored as they are, in file order:
+            evaluation never augments, also for ``"train"``, whose training
+            pipeline does.
         threshold: Decision threshold in ``[0, 1]`` (PNEUMONIA when
             ``score >= threshold``). ``None`` uses the predictor's
             ``threshold`` attribute if it has one, else 0.5.
@@ -221,7 +218,7 @@ def evaluate(
         flat = _flat_labels(labels)
         if len(flat) == 0:
             continue
-        scores = _positive_probability(score_batch(images))
+        scores = positive_probability(score_batch(images))
         if len(scores) != len(flat):
             msg = f"the model returned {len(scores)} scores for a batch of {len(flat)} images"
             raise ValueError(msg)

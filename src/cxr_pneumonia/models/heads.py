@@ -9,17 +9,12 @@ either through `cxr_pneumonia.outputs.positive_probability`.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import keras
 from keras import layers
 
-__all__ = ["OUTPUT_KINDS", "OutputKind", "add_output"]
+from cxr_pneumonia.outputs import OUTPUT_KINDS, OutputKind
 
-OutputKind = Literal["sigmoid", "softmax"]
-
-OUTPUT_KINDS: tuple[str, ...] = ("sigmoid", "softmax")
-"""The accepted ``output=`` values of [`build_model`][cxr_pneumonia.models.registry.build_model]."""
+__all__ = ["OUTPUT_KINDS", "OUTPUT_LAYER_NAME", "OutputKind", "add_output"]
 
 OUTPUT_LAYER_NAME = "pneumonia"
 """Name of the final layer of every registry model, whatever its output kind."""

@@ -1,4 +1,5 @@
-"""`cross_validate`: patient-grouped, class-stratified K-fold training of a registered model."""
+"""`cross_validate`: patient-grouped, class-stratified K-fold training of a registered model
+(or of any model a builder function makes)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from cxr_pneumonia.data.splits import DatasetSplits
-from cxr_pneumonia.training.fitting import TrainingResult, fit
+from cxr_pneumonia.outputs import output_kind
+from cxr_pneumonia.training.fitting import TrainingResult, fit, match_labels
 
 if TYPE_CHECKING:
     import keras
@@ -23,7 +25,7 @@ if TYPE_CHECKING:
 
     from cxr_pneumonia.data.pipeline import Augmentation
 
-__all__ = ["CrossValidationResult", "cross_validate"]
+__all__ = ["CrossValidationResult", "ModelBuilder", "cross_validate"]
 
 logger = logging.getLogger("cxr_pneumonia")
 
@@ -33,7 +35,7 @@ class CrossValidationResult:
     """What [`cross_validate`][cxr_pneumonia.training.crossval.cross_validate] returns.
 
     Attributes:
-        name: The model name.
+        name: The model name (a builder function's ``__name__``).
         folds: Number of folds.
         fold_metrics: Per fold, the metrics of the fold's final model on its
             validation part: ``val_loss``, ``val_accuracy``, ``val_precision``,
@@ -96,10 +98,33 @@ def _make_dataset(
     )
 
 
-def _build_model(name: str, *, input_shape: tuple[int, int, int], **options: Any) -> keras.Model:
+ModelBuilder = Callable[[tuple[int, int, int]], "keras.Model"]
+"""A function building a fresh, uncompiled model for an input shape ``(H, W, C)``."""
+
+
+def _build_model(
+    name: str | ModelBuilder, *, input_shape: tuple[int, int, int], **options: Any
+) -> keras.Model:
+    import keras
+
+    if not isinstance(name, str):
+        model = name(input_shape)
+        if not isinstance(model, keras.Model):
+            msg = (
+                f"the cross_validate builder {_label(name)} must return a keras.Model for "
+                f"input_shape={input_shape}; it returned {type(model).__name__}"
+            )
+            raise TypeError(msg)
+        return model
     from cxr_pneumonia.models import build_model
 
     return build_model(name, input_shape=input_shape, **options)
+
+
+def _label(builder: str | ModelBuilder) -> str:
+    if isinstance(builder, str):
+        return builder
+    return str(getattr(builder, "__name__", type(builder).__name__))
 
 
 def _pool(data: DatasetSplits) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
@@ -130,7 +155,7 @@ def _balanced(labels: np.ndarray) -> dict[int, float]:
 
 
 def cross_validate(
-    name: str,
+    name: str | ModelBuilder,
     data: DatasetSplits,
     *,
     folds: int = 5,
@@ -147,13 +172,18 @@ def cross_validate(
     ``validation`` parts pooled (the test split is never touched). Every fold
     keeps each patient on one side and about the class balance of the whole.
     For fold ``k``, a new model ``build_model(name, input_shape=(H, W, C),
-    **model_options)`` is built after ``keras.utils.set_random_seed(seed + k)``,
+    **model_options)`` (or ``name((H, W, C))`` for a builder function) is
+    built after ``keras.utils.set_random_seed(seed + k)``,
     trained with [`fit`][cxr_pneumonia.training.fitting.fit] (``seed=seed + k``,
     balanced class weights of the fold unless ``class_weight`` is given) and
     evaluated on the fold's validation part.
 
     Args:
-        name: A registered model name (see ``list_models()``).
+        name: A registered model name (see ``list_models()``), or a function
+            ``input_shape -> keras.Model`` returning a fresh, uncompiled model
+            (sigmoid or 2-unit softmax output) each call, as a study that
+            builds its own model needs. The result's ``name`` is then the
+            function's ``__name__``.
         data: The data set; its ``images``, ``labels`` and ``patients`` of
             ``"train"`` (and ``"validation"`` if present) are used, batched
             with ``data.batch_size``.
@@ -172,14 +202,35 @@ def cross_validate(
         A [`CrossValidationResult`][cxr_pneumonia.training.crossval.CrossValidationResult].
 
     Raises:
-        ValueError: If ``folds``, ``model_options`` or the data are invalid.
+        ValueError: If ``folds``, ``model_options`` or the data are invalid
+            (``model_options`` with a builder function).
+        TypeError: If ``name`` is neither a string nor callable, or the
+            builder returns something other than a ``keras.Model``.
         UnknownModelError: If ``name`` is not registered.
+
+    Example:
+        >>> def small_cnn(input_shape):                         # doctest: +SKIP
+        ...     inputs = keras.Input(input_shape)
+        ...     ...
+        >>> result = cross_validate(small_cnn, data, folds=5)    # doctest: +SKIP
     """
     import keras
 
     started = time.perf_counter()
     if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2:
         msg = f"cross_validate folds must be an int >= 2; got {folds!r}"
+        raise ValueError(msg)
+    if not isinstance(name, str) and not callable(name):
+        msg = (
+            f"cross_validate name must be a registered model name or a function "
+            f"input_shape -> keras.Model; got {type(name).__name__}"
+        )
+        raise TypeError(msg)
+    if not isinstance(name, str) and model_options:
+        msg = (
+            "cross_validate model_options apply to registry names; a builder function "
+            "takes only input_shape: set its options inside it (e.g. functools.partial)"
+        )
         raise ValueError(msg)
     options = dict(model_options or {})
     if "input_shape" in options:
@@ -240,7 +291,9 @@ def cross_validate(
         result = fit(
             model, fold_data, epochs=epochs, seed=fold_seed, checkpoint_dir=fold_dir, **fit_options
         )
-        scores = model.evaluate(val_ds, verbose=0, return_dict=True)
+        scores = model.evaluate(
+            match_labels(val_ds, output_kind(model)), verbose=0, return_dict=True
+        )
         metrics = {f"val_{key}": float(value) for key, value in scores.items()}
         logger.info(
             "fold %d/%d: %s", k + 1, folds, ", ".join(f"{m}={v:.4f}" for m, v in metrics.items())
@@ -259,7 +312,7 @@ def cross_validate(
         for m in names
     }
     return CrossValidationResult(
-        name=name,
+        name=_label(name),
         folds=folds,
         fold_metrics=tuple(fold_metrics),
         mean=mean,

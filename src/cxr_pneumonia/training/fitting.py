@@ -35,6 +35,7 @@ from cxr_pneumonia._files import atomic_path
 from cxr_pneumonia.data.splits import DatasetSplits
 from cxr_pneumonia.exceptions import TrainingError
 from cxr_pneumonia.models.backbones import find_backbone, set_backbone_trainable
+from cxr_pneumonia.outputs import OutputKind
 from cxr_pneumonia.training._distributed import (
     fit_multi_worker,
     is_multi_worker,
@@ -70,7 +71,7 @@ from cxr_pneumonia.training.progress import TrainingProgress
 if TYPE_CHECKING:
     import tensorflow as tf
 
-__all__ = ["TrainingResult", "fit"]
+__all__ = ["TrainingResult", "fit", "match_labels"]
 
 logger = logging.getLogger("cxr_pneumonia")
 
@@ -199,6 +200,29 @@ class TrainingResult:
         )
 
 
+def match_labels(dataset: tf.data.Dataset | None, kind: OutputKind) -> tf.data.Dataset | None:
+    """Give a dataset's labels the form a model of output ``kind`` is compiled for.
+
+    The pipelines yield ``int32`` labels ``(N,)``; a softmax model is compiled
+    with categorical cross-entropy on one-hot ``(N, 2)`` labels.
+
+    Args:
+        dataset: Batches of ``(images, labels)``, or ``None``.
+        kind: ``"sigmoid"`` (returned as is) or ``"softmax"``.
+
+    Returns:
+        The dataset, with one-hot labels for ``"softmax"``.
+    """
+    if dataset is None or kind != "softmax":
+        return dataset
+    import tensorflow as tf
+
+    return dataset.map(
+        lambda images, labels: (images, tf.one_hot(tf.cast(labels, tf.int32), 2)),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
+
+
 # --------------------------------------------------------------------------- backbone
 
 
@@ -306,18 +330,35 @@ def _compile(
     learning_rate: float,
     *,
     first: bool,
+    kind: OutputKind | None = "sigmoid",
 ) -> None:
     with strategy.scope():
-        model.compile(
-            optimizer=make_optimizer(optimizer, learning_rate, first=first, strategy=strategy),
-            loss=keras.losses.BinaryCrossentropy(),
-            metrics=[
+        if kind == "softmax":
+            # One-hot labels; precision, recall and the AUCs read the PNEUMONIA
+            # column only, so the logs mean what they mean for a sigmoid model.
+            loss: keras.losses.Loss = keras.losses.CategoricalCrossentropy()
+            metrics: list[keras.metrics.Metric] = [
+                keras.metrics.CategoricalAccuracy(name="accuracy"),
+                keras.metrics.Precision(class_id=1, name="precision"),
+                keras.metrics.Recall(class_id=1, name="recall"),
+                keras.metrics.AUC(multi_label=True, num_labels=2, label_weights=[0, 1], name="auc"),
+                keras.metrics.AUC(
+                    curve="PR", multi_label=True, num_labels=2, label_weights=[0, 1], name="pr_auc"
+                ),
+            ]
+        else:
+            loss = keras.losses.BinaryCrossentropy()
+            metrics = [
                 keras.metrics.BinaryAccuracy(name="accuracy"),
                 keras.metrics.Precision(name="precision"),
                 keras.metrics.Recall(name="recall"),
                 keras.metrics.AUC(name="auc"),
                 keras.metrics.AUC(curve="PR", name="pr_auc"),
-            ],
+            ]
+        model.compile(
+            optimizer=make_optimizer(optimizer, learning_rate, first=first, strategy=strategy),
+            loss=loss,
+            metrics=metrics,
         )
 
 
@@ -454,7 +495,7 @@ def fit(
         ImportError: If ``tensorboard_dir`` is given and TensorBoard is not installed.
     """
     started = time.perf_counter()
-    check_model(model)
+    kind = check_model(model)
     if not isinstance(data, DatasetSplits):
         msg = f"fit needs a DatasetSplits (from load_dataset); got {type(data).__name__}"
         raise TypeError(msg)
@@ -524,6 +565,8 @@ def fit(
         keras.utils.set_random_seed(seed)
 
     train_ds, val_ds = data.train, data.validation
+    if kind is not None:
+        train_ds, val_ds = match_labels(train_ds, kind), match_labels(val_ds, kind)
     if replicas > 1:
         logger.info("%d replicas: global batch %d", replicas, data.batch_size * replicas)
         sizes = {split: len(data.labels.get(split, ())) for split in ("train", "validation")}
@@ -568,7 +611,7 @@ def fit(
         state["phases"][phase] = "running"
         recorder = _RunState(state, state_path, phase)
         recorder.save()
-        _compile(model, strategy, optimizer, rate, first=index == 0)
+        _compile(model, strategy, optimizer, rate, first=index == 0, kind=kind)
         _seed_checkpoints(chosen, state["history"])
         _trim_logs(chosen, offset)
         logger.info(

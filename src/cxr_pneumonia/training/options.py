@@ -16,6 +16,7 @@ import numpy as np
 
 from cxr_pneumonia.data.splits import DatasetSplits
 from cxr_pneumonia.exceptions import TrainingError
+from cxr_pneumonia.outputs import OutputKind, output_kind
 from cxr_pneumonia.training.callbacks import MultiMetricEarlyStopping, TargetMetricsReached
 
 if TYPE_CHECKING:
@@ -203,17 +204,17 @@ def check_callbacks(
                 raise ValueError(msg)
 
 
-def check_model(model: keras.Model) -> None:
+def check_model(model: keras.Model) -> OutputKind | None:
+    """Check ``model``; return its output kind (``None`` for a model not built yet)."""
     if not isinstance(model, keras.Model):
         msg = f"fit needs a keras.Model (e.g. from build_model); got {type(model).__name__}"
         raise TypeError(msg)
     try:
-        shape = model.output_shape
+        model.output_shape  # noqa: B018 - raises for an unbuilt model
     except (AttributeError, ValueError, RuntimeError):
-        return  # subclassed or unbuilt model: nothing to check yet
-    if isinstance(shape, tuple) and shape and shape[-1] != 1:
-        msg = (
-            f"fit needs a model with one sigmoid output (probability of PNEUMONIA); "
-            f"this one outputs shape {shape}"
-        )
-        raise ValueError(msg)
+        return None  # subclassed or unbuilt model: nothing to check yet
+    try:
+        return output_kind(model)
+    except ValueError as exc:
+        msg = f"fit needs a classifier: {exc}"
+        raise ValueError(msg) from None
