@@ -198,3 +198,82 @@ def test_missing_matplotlib_says_how_to_install(report: EvaluationReport, monkey
             monkeypatch.setitem(sys.modules, name, None)
     with pytest.raises(ImportError, match=r"pip install 'cxr-pneumonia\[plot\]'"):
         plots.plot_confusion_matrix(report)
+
+
+# --- data figures ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def splits():
+    from helpers_training import make_splits
+
+    return make_splits(24, 12, size=16)
+
+
+def test_plot_class_counts_labels_every_bar(splits, tmp_path: Path) -> None:
+    figure = plots.plot_class_counts(splits, tmp_path / "counts.png")
+    assert png_size(tmp_path / "counts.png")[0] > 100
+    (ax,) = figure.axes
+    labels = sorted(int(t.get_text()) for t in ax.texts)
+    expected = sorted(n for split in splits.class_counts.values() for n in split.values())
+    assert labels == expected
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["train", "validation"]
+
+
+def test_plot_samples_draws_each_class(splits, tmp_path: Path) -> None:
+    figure = plots.plot_samples(splits, tmp_path / "samples.png", per_class=3, seed=1)
+    png_size(tmp_path / "samples.png")
+    drawn = [ax for ax in figure.axes if ax.get_visible() and ax.images]
+    assert len(drawn) == 6
+    ylabels = [ax.get_ylabel() for ax in figure.axes if ax.get_ylabel()]
+    assert ylabels == ["NORMAL", "PNEUMONIA"]
+    # Row 2 shows PNEUMONIA images only (brighter in the helper's data).
+    first_row = np.mean([ax.images[0].get_array().mean() for ax in figure.axes[:3]])
+    second_row = np.mean([ax.images[0].get_array().mean() for ax in figure.axes[3:6]])
+    assert second_row > first_row + 50
+    with pytest.raises(ValueError, match="no images for split 'test'; splits with images"):
+        plots.plot_samples(splits, split="test")
+    with pytest.raises(ValueError, match="per_class"):
+        plots.plot_samples(splits, per_class=0)
+
+
+def test_image_statistics_per_class(splits, tmp_path: Path) -> None:
+    stats = plots.image_statistics(splits, split="train", max_images=None)
+    images, labels = splits.images["train"], splits.labels["train"]
+    for index, name in enumerate(splits.class_names):
+        chosen = images[labels == index][..., 0].astype(float)
+        np.testing.assert_allclose(stats[name]["mean"], chosen.mean(axis=(1, 2)))
+        np.testing.assert_allclose(stats[name]["std"], chosen.std(axis=(1, 2)))
+        np.testing.assert_allclose(stats[name]["mean_image"], chosen.mean(axis=0))
+    limited = plots.image_statistics(splits, max_images=3)
+    assert all(len(v["mean"]) == 3 for v in limited.values())
+    figure = plots.plot_image_statistics(splits, tmp_path / "stats.png")
+    png_size(tmp_path / "stats.png")
+    assert len(figure.axes) == 4
+
+
+def test_plot_model_says_how_to_get_pydot_and_graphviz(monkeypatch, tmp_path: Path) -> None:
+    import shutil
+
+    keras = pytest.importorskip("keras")
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    monkeypatch.setitem(sys.modules, "pydot", None)
+    with pytest.raises(ImportError, match=r"needs pydot.*cxr-pneumonia\[plot\]"):
+        plots.plot_model(model, tmp_path / "model.png")
+    monkeypatch.undo()
+    pytest.importorskip("pydot")
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    with pytest.raises(RuntimeError, match="apt-get install graphviz"):
+        plots.plot_model(model, tmp_path / "model.png")
+    assert not (tmp_path / "model.png").exists()
+
+
+@pytest.mark.skipif(
+    __import__("shutil").which("dot") is None, reason="Graphviz's dot is not installed"
+)
+def test_plot_model_writes_the_graph(tmp_path: Path) -> None:
+    pytest.importorskip("pydot")
+    keras = pytest.importorskip("keras")
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    plots.plot_model(model, tmp_path / "model.png")
+    png_size(tmp_path / "model.png")

@@ -1,4 +1,4 @@
-"""Figures of evaluation results and training histories (the ``plot`` extra).
+"""Figures of data sets, evaluation results and training histories (the ``plot`` extra).
 
 Needs matplotlib: ``pip install 'cxr-pneumonia[plot]'``. matplotlib is imported
 only when a function here is called, so ``import cxr_pneumonia`` never needs it.
@@ -28,17 +28,23 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
     from cxr_pneumonia import Explanation
+    from cxr_pneumonia.data.splits import DatasetSplits
     from cxr_pneumonia.evaluation import EvaluationReport
     from cxr_pneumonia.robustness import ShiftReport
 
 __all__ = [
+    "image_statistics",
     "plot_calibration",
+    "plot_class_counts",
     "plot_confusion_matrix",
     "plot_feature_maps",
     "plot_gradcam",
     "plot_history",
+    "plot_image_statistics",
+    "plot_model",
     "plot_precision_recall",
     "plot_roc",
+    "plot_samples",
     "plot_shift_report",
 ]
 
@@ -550,3 +556,246 @@ def plot_shift_report(
         fontsize=10,
     )
     return _finish(figure, path)
+
+
+# --------------------------------------------------------------------------- data
+
+
+def _split_arrays(data: DatasetSplits, split: str) -> tuple[np.ndarray, np.ndarray]:
+    images, labels = data.images.get(split), data.labels.get(split)
+    if images is None or labels is None:
+        present = ", ".join(s for s in data.images if s in data.labels) or "none"
+        msg = f"the data has no images for split {split!r}; splits with images: {present}"
+        raise ValueError(msg)
+    return images, np.asarray(labels)
+
+
+def _class_indices(labels: np.ndarray, index: int, limit: int | None, seed: int) -> np.ndarray:
+    chosen = np.flatnonzero(labels == index)
+    if limit is not None and len(chosen) > limit:
+        rng = np.random.default_rng(seed + index)
+        chosen = np.sort(rng.choice(chosen, size=limit, replace=False))
+    return chosen
+
+
+def _gray(image: np.ndarray) -> np.ndarray:
+    array = np.asarray(image)
+    return array[..., 0] if array.shape[-1] == 1 else array
+
+
+def plot_class_counts(data: DatasetSplits, path: PathLike | None = None) -> Figure:
+    """Bar chart of the images per class in each split, each bar labelled with its count.
+
+    Args:
+        data: A :class:`~cxr_pneumonia.data.splits.DatasetSplits` (from
+            ``load_dataset``).
+        path: Where to save the figure as a PNG; ``None`` saves nothing.
+
+    Returns:
+        The matplotlib ``Figure``.
+
+    Raises:
+        ImportError: If matplotlib is not installed.
+        ValueError: If the data has no split.
+    """
+    counts = data.class_counts
+    if not counts:
+        msg = "the data has no split to count"
+        raise ValueError(msg)
+    splits = list(counts)
+    names = list(data.class_names)
+    figure = _new_figure(1.6 + 1.4 * len(splits), 3.4)
+    ax = figure.subplots()
+    width = 0.8 / len(names)
+    positions = np.arange(len(splits))
+    for index, name in enumerate(names):
+        values = [counts[split].get(name, 0) for split in splits]
+        bars = ax.bar(positions + (index - (len(names) - 1) / 2) * width, values, width, label=name)
+        ax.bar_label(bars, fontsize=8)
+    ax.set_xticks(positions, splits)
+    ax.set_ylabel("images")
+    ax.set_title(f"Class counts: {data.source}", fontsize=10)
+    ax.legend()
+    ax.margins(y=0.12)
+    return _finish(figure, path)
+
+
+def plot_samples(
+    data: DatasetSplits,
+    path: PathLike | None = None,
+    *,
+    split: str = "train",
+    per_class: int = 4,
+    seed: int = 0,
+) -> Figure:
+    """A grid of sample images: one row per class, ``per_class`` random images each.
+
+    Images are drawn as the model sees them (decoded and resized, not augmented),
+    each titled with its file name.
+
+    Args:
+        data: A :class:`~cxr_pneumonia.data.splits.DatasetSplits`.
+        path: Where to save the figure as a PNG; ``None`` saves nothing.
+        split: Which split to draw from.
+        per_class: Images per class (``>= 1``).
+        seed: Seed of the random choice.
+
+    Returns:
+        The matplotlib ``Figure``.
+
+    Raises:
+        ImportError: If matplotlib is not installed.
+        ValueError: If the split has no images or ``per_class < 1``.
+    """
+    if isinstance(per_class, bool) or not isinstance(per_class, int) or per_class < 1:
+        msg = f"per_class must be an int >= 1; got {per_class!r}"
+        raise ValueError(msg)
+    images, labels = _split_arrays(data, split)
+    files = data.files.get(split, ())
+    names = list(data.class_names)
+    figure = _new_figure(1.9 * per_class, 2.1 * len(names))
+    axes = figure.subplots(len(names), per_class, squeeze=False)
+    for row, name in enumerate(names):
+        chosen = _class_indices(labels, row, per_class, seed)
+        for col in range(per_class):
+            ax = axes[row, col]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if col >= len(chosen):
+                ax.set_visible(False)
+                continue
+            index = int(chosen[col])
+            ax.imshow(_gray(images[index]), cmap="gray", vmin=0, vmax=255)
+            title = os.path.basename(str(files[index])) if index < len(files) else str(index)
+            ax.set_title(title[:24], fontsize=7)
+            if col == 0:
+                ax.set_ylabel(name, fontsize=10)
+    return _finish(figure, path)
+
+
+def image_statistics(
+    data: DatasetSplits, *, split: str = "train", max_images: int | None = 2000, seed: int = 0
+) -> dict[str, dict[str, np.ndarray]]:
+    """Per-class statistics of the images: per-image mean and standard deviation, mean image.
+
+    Args:
+        data: A :class:`~cxr_pneumonia.data.splits.DatasetSplits`.
+        split: Which split.
+        max_images: Images per class to read at most (a random subset; ``None``
+            for all).
+        seed: Seed of the subset.
+
+    Returns:
+        ``{class name: {"mean": (n,), "std": (n,), "mean_image": (H, W)}}``,
+        intensities on the ``0..255`` scale (RGB images averaged over channels).
+
+    Raises:
+        ValueError: If the split has no images.
+    """
+    images, labels = _split_arrays(data, split)
+    result: dict[str, dict[str, np.ndarray]] = {}
+    for index, name in enumerate(data.class_names):
+        chosen = _class_indices(labels, index, max_images, seed)
+        height, width = images.shape[1], images.shape[2]
+        means = np.empty(len(chosen), dtype=np.float64)
+        stds = np.empty(len(chosen), dtype=np.float64)
+        total = np.zeros((height, width), dtype=np.float64)
+        for start in range(0, len(chosen), 256):  # a memory map is read in slices
+            batch = np.asarray(images[chosen[start : start + 256]], dtype=np.float64).mean(axis=-1)
+            means[start : start + len(batch)] = batch.mean(axis=(1, 2))
+            stds[start : start + len(batch)] = batch.std(axis=(1, 2))
+            total += batch.sum(axis=0)
+        mean_image = total / max(len(chosen), 1)
+        result[name] = {"mean": means, "std": stds, "mean_image": mean_image}
+    return result
+
+
+def plot_image_statistics(
+    data: DatasetSplits,
+    path: PathLike | None = None,
+    *,
+    split: str = "train",
+    max_images: int | None = 2000,
+    seed: int = 0,
+) -> Figure:
+    """Per-class image statistics: histograms of per-image mean intensity and contrast
+    (standard deviation), and each class's mean image.
+
+    Args:
+        data: A :class:`~cxr_pneumonia.data.splits.DatasetSplits`.
+        path: Where to save the figure as a PNG; ``None`` saves nothing.
+        split: Which split.
+        max_images: Images per class to read at most (see :func:`image_statistics`).
+        seed: Seed of the subset.
+
+    Returns:
+        The matplotlib ``Figure``.
+
+    Raises:
+        ImportError: If matplotlib is not installed.
+        ValueError: If the split has no images.
+    """
+    stats = image_statistics(data, split=split, max_images=max_images, seed=seed)
+    names = list(stats)
+    figure = _new_figure(3.2 * (2 + len(names)), 3.2)
+    axes = figure.subplots(1, 2 + len(names), squeeze=False)[0]
+    bins = np.linspace(0, 255, 52)
+    for ax, key, label in (
+        (axes[0], "mean", "mean intensity"),
+        (axes[1], "std", "std of intensity"),
+    ):
+        for name in names:
+            values = stats[name][key]
+            ax.hist(values, bins=bins if key == "mean" else 40, alpha=0.55, label=name)
+        ax.set_xlabel(f"per-image {label} (0-255)")
+        ax.set_ylabel("images")
+        ax.legend(fontsize=8)
+    for ax, name in zip(axes[2:], names, strict=True):
+        ax.imshow(stats[name]["mean_image"], cmap="gray", vmin=0, vmax=255)
+        ax.set_title(f"mean {name} image (n={len(stats[name]['mean'])})", fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    figure.suptitle(f"Image statistics: {data.source}, {split}", fontsize=10)
+    return _finish(figure, path)
+
+
+# --------------------------------------------------------------------------- models
+
+
+_GRAPHVIZ_HINT = (
+    "install Graphviz: apt-get install graphviz (Debian/Ubuntu), brew install graphviz "
+    "(macOS) or conda install graphviz"
+)
+
+
+def plot_model(model: Any, path: PathLike, **options: Any) -> None:
+    """Draw a Keras model's layer graph to ``path`` (``keras.utils.plot_model``).
+
+    Unlike Keras, which in a notebook only prints a message when a
+    requirement is missing and returns nothing, this raises with the fix.
+
+    Args:
+        model: A ``keras.Model``.
+        path: Output file; its suffix picks the format (``.png``, ``.svg``, ``.pdf``).
+        **options: More ``keras.utils.plot_model`` options; ``show_shapes``
+            defaults to ``True`` here.
+
+    Raises:
+        ImportError: If pydot is not installed (``pip install 'cxr-pneumonia[plot]'``).
+        RuntimeError: If Graphviz's ``dot`` program is not on ``PATH``
+            (``apt-get install graphviz``).
+    """
+    import shutil
+
+    try:
+        import pydot  # noqa: F401
+    except ImportError as error:
+        msg = f"plot_model needs pydot, which is not installed; install it with: {_INSTALL_HINT}"
+        raise ImportError(msg) from error
+    if shutil.which("dot") is None:
+        msg = f"plot_model needs Graphviz's 'dot' program, which is not on PATH; {_GRAPHVIZ_HINT}"
+        raise RuntimeError(msg)
+    import keras
+
+    options.setdefault("show_shapes", True)
+    keras.utils.plot_model(model, to_file=os.fspath(path), **options)
