@@ -93,6 +93,30 @@ def _bright(images: np.ndarray) -> np.ndarray:
 # --- folders -------------------------------------------------------------------------
 
 
+def test_validation_folder_is_the_users_own_val(tmp_path):
+    root = _make_tree(tmp_path / "data", "kaggle")
+    splits = _load(root, tmp_path / "cache", validation="folder")
+    val_files = splits.files["validation"]
+    assert len(val_files) == 5  # the val/ folder: 1 patient, 2 NORMAL + 3 PNEUMONIA
+    assert all("/val/" in f.replace("\\", "/") for f in val_files)
+    assert len(splits.files["train"]) == 8 * 5  # all of train/, nothing carved out
+    assert not any("/val/" in f.replace("\\", "/") for f in splits.files["train"])
+    x, y = _all(splits.validation)
+    np.testing.assert_array_equal(y, splits.labels["validation"])
+    np.testing.assert_array_equal(_bright(x), y)  # images and labels aligned
+    assert splits.class_counts["validation"] == {"NORMAL": 2, "PNEUMONIA": 3}
+    # The default merges val/ into train/ and carves a patient-grouped part.
+    grouped = _load(root, tmp_path / "cache")
+    assert not set(grouped.files["validation"]) & set(val_files)
+
+
+def test_validation_folder_needs_a_val_folder(tree, tmp_path):
+    with pytest.raises(DatasetLayoutError, match=r"needs a val/ folder.*'train-test' layout"):
+        _load(tree, tmp_path / "cache", validation="folder")
+    with pytest.raises(ValueError, match="choose one of: grouped, folder"):
+        _load(tree, tmp_path / "cache", validation="val")
+
+
 @pytest.mark.parametrize(
     ("layout", "has_test", "n_train_files"),
     [("train-test", True, 8 * 5), ("kaggle", True, 9 * 5), ("class-folders", False, 8 * 5)],

@@ -206,6 +206,11 @@ def test_source_models_parameter_counts(
     assert _counts(model) == (total, trainable)
 
 
+def test_pytorch_report_resnet50_is_the_registry_one_with_a_softmax() -> None:
+    model = build_model("resnet50", input_shape=(160, 160, 3), weights=None, output="softmax")
+    assert _counts(model) == (23_591_810, 4_098)
+
+
 def test_resnet50_kfold_head_is_flatten_dense_256() -> None:
     model = build_model("resnet50-kfold", input_shape=(64, 64, 3), weights=None)
     assert isinstance(model.get_layer("flatten"), keras.layers.Flatten)

@@ -76,8 +76,9 @@ LAYOUTS: Mapping[str, str] = MappingProxyType(
 
 _SPLIT_FOLDERS = ("train", "val", "test")
 """Split folder names (lower case); ``val`` is merged into ``train``."""
-_OUTPUT_SPLITS = ("train", "test")
+_OUTPUT_SPLITS = ("train", "validation", "test")
 _OUTPUT_OF = {"train": "train", "val": "train", "test": "test"}
+_OUTPUT_OF_KEEPING_VAL = {"train": "train", "val": "validation", "test": "test"}
 _CLASS_FOLDERS = tuple(name.lower() for name in CLASS_NAMES)
 _MAX_DEPTH = 3
 """How many folder levels below ``root`` are searched for a layout."""
@@ -99,8 +100,10 @@ class DatasetFiles:
         root: The folder that holds the layout (the one with ``train/`` or
             ``NORMAL/``), which may lie below the folder that was searched.
         layout: The name of the layout detected, a key of `LAYOUTS`.
-        files: Per split (``"train"``, and ``"test"`` when present), the image
-            paths, sorted by class, then by path.
+        files: Per split (``"train"``, ``"test"`` when present, and
+            ``"validation"`` for a ``val/`` folder kept with
+            ``find_images(keep_val=True)``), the image paths, sorted by class,
+            then by path.
         labels: Per split, the labels (``int32``, read-only) aligned with
             ``files``: 0 is NORMAL, 1 is PNEUMONIA.
     """
@@ -145,16 +148,19 @@ class DatasetFiles:
         return f"DatasetFiles(root={str(self.root)!r}, layout={self.layout!r}, {counts})"
 
 
-def find_images(root: PathLike) -> DatasetFiles:
+def find_images(root: PathLike, *, keep_val: bool = False) -> DatasetFiles:
     """Detect the layout of a data folder and list its images with their labels.
 
     Args:
         root: A folder in one of the `LAYOUTS`, or a folder containing
             one (up to three levels down, e.g. an extracted archive).
+        keep_val: Keep a ``val/`` folder as its own split, ``"validation"``,
+            instead of merging it into ``train``.
 
     Returns:
         The files and labels per split, sorted by class, then by path. The
-        Kaggle ``val/`` folder (any ``val/``) is merged into ``train``.
+        Kaggle ``val/`` folder (any ``val/``) is merged into ``train`` unless
+        ``keep_val``.
 
     Raises:
         DatasetLayoutError: If ``root`` is not a folder, holds no accepted
@@ -199,7 +205,7 @@ def find_images(root: PathLike) -> DatasetFiles:
             raise DatasetLayoutError(msg)
         if matches:
             folder, found = matches[0]
-            return _collect(folder, found)
+            return _collect(folder, found, keep_val=keep_val)
         level = sorted(deeper)
     raise DatasetLayoutError(_unknown_layout_message(start, partial))
 
@@ -356,9 +362,10 @@ def _layout_name(folder: Path, splits: Mapping[str, Path]) -> str:
     return "train-test" if "test" in splits else "train-only"
 
 
-def _collect(folder: Path, splits: Mapping[str, Path]) -> DatasetFiles:
-    """List the images of a matched layout, ``val`` merged into ``train``."""
+def _collect(folder: Path, splits: Mapping[str, Path], *, keep_val: bool) -> DatasetFiles:
+    """List the images of a matched layout, ``val`` merged into ``train`` unless ``keep_val``."""
     layout = _layout_name(folder, splits)
+    output_of = _OUTPUT_OF_KEEPING_VAL if keep_val else _OUTPUT_OF
     if "" in splits:
         sources = {"train": [folder]}
     else:
@@ -366,7 +373,7 @@ def _collect(folder: Path, splits: Mapping[str, Path]) -> DatasetFiles:
             output: [
                 splits[name]
                 for name in _SPLIT_FOLDERS
-                if _OUTPUT_OF.get(name) == output and name in splits
+                if output_of.get(name) == output and name in splits
             ]
             for output in _OUTPUT_SPLITS
         }

@@ -41,7 +41,10 @@ from cxr_pneumonia.images import (
     resize_image,
 )
 
-__all__ = ["load_dataset"]
+__all__ = ["VALIDATION_SOURCES", "load_dataset"]
+
+VALIDATION_SOURCES: tuple[str, ...] = ("grouped", "folder")
+"""Where :func:`load_dataset` takes the validation split from (its ``validation=``)."""
 
 logger = logging.getLogger("cxr_pneumonia")
 
@@ -58,6 +61,7 @@ def load_dataset(
     color_mode: str = "grayscale",
     batch_size: int = 32,
     validation_fraction: float = 0.1,
+    validation: str = "grouped",
     augment: Augmentation | bool = True,
     seed: int = 0,
     progress: bool = True,
@@ -89,6 +93,17 @@ def load_dataset(
         batch_size: Images per batch.
         validation_fraction: Share of the training files held out for
             validation, in ``[0, 1)``; ``0`` gives no validation split.
+            Used with ``validation="grouped"`` only.
+        validation: Where the validation split comes from. ``"grouped"``
+            (the default): carved from the training files, grouped by patient
+            and stratified by class, with a ``val/`` folder merged into
+            training first. ``"folder"``: the data folder's own ``val/``
+            folder, as is (training keeps all of ``train/``). The default is
+            deliberate: the Kaggle copy's ``val/`` holds only 16 images (8 per
+            class), far too few to choose a threshold or compare epochs, and
+            nothing keeps a patient of ``val/`` out of ``train/``. Use
+            ``"folder"`` for a ``val/`` folder of your own that is large and
+            patient-disjoint.
         augment: Augment the training split on the fly: ``True`` (default
             ranges), ``False``, or an [`Augmentation`][cxr_pneumonia.data.augment.Augmentation].
         seed: Seed of the validation split, the shuffling and the augmentation.
@@ -133,6 +148,13 @@ def load_dataset(
     ):
         msg = f"validation_fraction={validation_fraction!r} must be a number in [0, 1), e.g. 0.1"
         raise ValueError(msg)
+    if validation not in VALIDATION_SOURCES:
+        msg = (
+            f"validation={validation!r} is not a validation source; choose one of: "
+            f"{', '.join(VALIDATION_SOURCES)} ('grouped': a patient-grouped part of train/; "
+            "'folder': the data folder's own val/)"
+        )
+        raise ValueError(msg)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         msg = f"seed={seed!r} must be an integer"
         raise ValueError(msg)
@@ -145,6 +167,7 @@ def load_dataset(
         False if aug is None else aug,
         int(seed),
         progress,
+        validation,
     )
 
     from cxr_pneumonia.data import download
@@ -152,15 +175,21 @@ def load_dataset(
     cache = Path(cache_dir).expanduser() if cache_dir is not None else download.default_cache_dir()
     if data_dir is not None:
         folder = Path(data_dir).expanduser()
-        files = find_images(folder)
+        files = find_images(folder, keep_val=validation == "folder")
         return _from_folder(
             files, label=str(folder), key=_folder_key(files.root), cache=cache, options=options
         )
     source = get_source(name)
     local = download.ensure_local(source, cache_dir=cache, progress=progress)
     if source.kind == "npz":
+        if validation == "folder":
+            msg = (
+                f"validation='folder' needs a data folder with a val/ folder; {source.name!r} is "
+                "an .npz source, which brings its own validation split: use validation='grouped'"
+            )
+            raise ValueError(msg)
         return _from_npz(local, name=source.name, options=options)
-    files = find_images(local)
+    files = find_images(local, keep_val=validation == "folder")
     return _from_folder(files, label=source.name, key=source.name, cache=cache, options=options)
 
 
@@ -175,6 +204,7 @@ class _Options:
     augment: Augmentation | bool
     seed: int
     progress: bool
+    validation: str = "grouped"
 
 
 def _folder_key(root: Path) -> str:
@@ -189,7 +219,14 @@ def _from_folder(
     labels: dict[str, np.ndarray] = {}
     images: dict[str, np.ndarray] = {}
     skipped: list[tuple[str, str]] = []
-    for split in ("train", "test"):
+    if options.validation == "folder" and "validation" not in files.files:
+        msg = (
+            f"{label}: validation='folder' needs a val/ folder next to train/ (with NORMAL/ and "
+            f"PNEUMONIA/ inside); the {files.layout!r} layout found has none. Add one, or use "
+            "validation='grouped' (a patient-grouped part of the training files)"
+        )
+        raise DatasetLayoutError(msg)
+    for split in ("train", "validation", "test"):
         if split not in files.files:
             continue
         names = [os.fspath(p) for p in files.files[split]]
@@ -215,9 +252,13 @@ def _from_folder(
         raise DatasetLayoutError(msg)
 
     groups = patient_groups(paths["train"])
-    train_idx, val_idx = grouped_split(
-        labels["train"], groups, fraction=options.fraction, seed=options.seed
-    )
+    if "validation" in paths:  # the user's own val/ folder
+        train_idx = np.arange(len(paths["train"]))
+        val_idx = np.zeros(0, dtype=np.int64)
+    else:
+        train_idx, val_idx = grouped_split(
+            labels["train"], groups, fraction=options.fraction, seed=options.seed
+        )
     split_files: dict[str, tuple[str, ...]] = {}
     split_labels_out: dict[str, np.ndarray] = {}
     split_patients: dict[str, tuple[str, ...]] = {}
@@ -230,6 +271,14 @@ def _from_folder(
         split_labels_out[out] = _readonly(labels[src][idx])
         split_patients[out] = tuple(groups[i] for i in idx)
         split_images[out] = _take(images[src], idx)
+    if "validation" in paths:
+        if not paths["validation"]:
+            msg = f"{label}: no image of the val/ folder could be decoded"
+            raise DatasetLayoutError(msg)
+        split_files["validation"] = tuple(paths["validation"])
+        split_labels_out["validation"] = _readonly(labels["validation"])
+        split_patients["validation"] = patient_groups(paths["validation"])
+        split_images["validation"] = images["validation"]
     if "test" in paths:
         split_files["test"] = tuple(paths["test"])
         split_labels_out["test"] = _readonly(labels["test"])
