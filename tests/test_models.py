@@ -18,6 +18,7 @@ from cxr_pneumonia.exceptions import UnknownModelError, WeightsUnavailableError
 from cxr_pneumonia.models import (
     BACKBONE_NAME,
     MODELS,
+    Head,
     PixelPreprocessing,
     RepeatChannels,
     build_model,
@@ -112,6 +113,7 @@ def test_unknown_model_lists_the_choices() -> None:
         ({"strategy": "mirrored"}, TypeError),
         ({"output": "tanh"}, ValueError),
         ({"activation": "relu"}, ValueError),  # cnn-small has no activation option
+        ({"head": Head(units=(8,))}, ValueError),  # nor a head
     ],
 )
 def test_arguments_are_checked_before_building(
@@ -209,6 +211,26 @@ def test_source_models_parameter_counts(
 def test_pytorch_report_resnet50_is_the_registry_one_with_a_softmax() -> None:
     model = build_model("resnet50", input_shape=(160, 160, 3), weights=None, output="softmax")
     assert _counts(model) == (23_591_810, 4_098)
+
+
+def test_head_option_replaces_a_backbones_head() -> None:
+    head = Head(pooling="flatten", units=(64, 32), batch_norm=True)
+    model = build_model("vgg19", input_shape=(SIZE, SIZE, 3), weights=None, head=head)
+    kinds = [type(la).__name__ for la in model.layers[4:]]
+    assert kinds == [
+        "Flatten", "Dense", "BatchNormalization", "Dropout",
+        "Dense", "BatchNormalization", "Dropout", "Dense",
+    ]  # fmt: skip
+    features = 1 * 1 * 512  # VGG-19 maps 32 px to 1 x 1
+    expected = (features * 64 + 64) + 4 * 64 + (64 * 32 + 32) + 4 * 32 + (32 + 1)
+    base = find_backbone(model).count_params()  # type: ignore[union-attr]
+    assert model.count_params() - base == expected
+    non_trainable = model.count_params() - _counts(model)[1] - base
+    assert non_trainable == 2 * (64 + 32)  # the batch-norm statistics
+    with pytest.raises(ValueError, match="choose one of: avg, max, flatten"):
+        Head(pooling="mean")
+    with pytest.raises(ValueError, match="integers >= 1"):
+        Head(units=(0,))
 
 
 def test_resnet50_kfold_head_is_flatten_dense_256() -> None:

@@ -21,7 +21,12 @@ Never imports `cxr_pneumonia.data` or `cxr_pneumonia.training`.
 
 from __future__ import annotations
 
-from cxr_pneumonia.models.backbones import BACKBONE_NAME, find_backbone, set_backbone_trainable
+from cxr_pneumonia.models.backbones import (
+    BACKBONE_NAME,
+    Head,
+    find_backbone,
+    set_backbone_trainable,
+)
 from cxr_pneumonia.models.heads import OUTPUT_KINDS
 from cxr_pneumonia.models.layers import FlipBatch, MeanOfHalves, PixelPreprocessing, RepeatChannels
 from cxr_pneumonia.models.registry import (
@@ -41,6 +46,7 @@ __all__ = [
     "OUTPUT_KINDS",
     "STACKS",
     "FlipBatch",
+    "Head",
     "MeanOfHalves",
     "ModelSpec",
     "PixelPreprocessing",

@@ -21,6 +21,7 @@ fine-tuning does not wreck the ImageNet statistics on small batches).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import keras
 from keras import layers
@@ -31,6 +32,7 @@ from cxr_pneumonia.models.layers import PixelPreprocessing, RepeatChannels
 __all__ = [
     "BACKBONE_NAME",
     "POOLINGS",
+    "Head",
     "build_backbone_classifier",
     "find_backbone",
     "set_backbone_trainable",
@@ -38,6 +40,46 @@ __all__ = [
 
 POOLINGS: tuple[str, ...] = ("avg", "max", "flatten")
 """How a head turns the base's feature map into a vector."""
+
+
+@dataclass(frozen=True)
+class Head:
+    """A classifier head on an ImageNet base, for ``build_model(..., head=Head(...))``.
+
+    The head is: pooling -> for each of ``units``: ``Dense(units, relu)`` ->
+    ``BatchNormalization`` (if ``batch_norm``) -> ``Dropout`` -> the output
+    layer (a lone dropout when ``units`` is empty).
+
+    Attributes:
+        pooling: One of :data:`POOLINGS`.
+        units: Widths of the hidden dense layers, e.g. ``(256,)``.
+        batch_norm: Batch normalization after each hidden dense layer.
+
+    Raises:
+        ValueError: For an unknown pooling or a width below 1.
+
+    Example:
+        >>> head = Head(pooling="flatten", units=(256,))   # the KFold study's
+    """
+
+    pooling: str = "avg"
+    units: tuple[int, ...] = ()
+    batch_norm: bool = False
+
+    def __post_init__(self) -> None:
+        if self.pooling not in POOLINGS:
+            choices = ", ".join(POOLINGS)
+            msg = f"Head pooling={self.pooling!r} is not allowed; choose one of: {choices}"
+            raise ValueError(msg)
+        units = tuple(self.units)
+        if any(isinstance(u, bool) or not isinstance(u, int) or u < 1 for u in units):
+            msg = f"Head units={self.units!r} must be integers >= 1, e.g. (256,)"
+            raise ValueError(msg)
+        object.__setattr__(self, "units", units)
+        if not isinstance(self.batch_norm, bool):
+            msg = f"Head batch_norm={self.batch_norm!r} must be True or False"
+            raise ValueError(msg)
+
 
 BACKBONE_NAME = "backbone"
 """Name of the nested ``keras.applications`` model inside a backbone classifier."""
@@ -50,6 +92,7 @@ def build_backbone_classifier(
     preprocessing: str,
     head_units: Sequence[int] = (),
     pooling: str = "avg",
+    batch_norm: bool = False,
     dropout: float,
     base_weights: str | None = None,
     freeze_backbone: bool = True,
@@ -70,6 +113,7 @@ def build_backbone_classifier(
         pooling: One of `POOLINGS`: global average (``"avg"``) or max
             pooling, or ``"flatten"`` (the whole feature map, whose size then
             depends on the input size).
+        batch_norm: Batch normalization after each hidden dense layer.
         dropout: Dropout rate of the head.
         base_weights: Path of the base's ``include_top=False`` weights file
             (e.g. the ImageNet ``*_notop.h5``), or ``None`` for random weights.
@@ -100,6 +144,8 @@ def build_backbone_classifier(
         x = layers.GlobalAveragePooling2D(name="gap")(x)
     for index, units in enumerate(head_units, start=1):
         x = layers.Dense(units, activation="relu", name=f"head_dense{index}")(x)
+        if batch_norm:
+            x = layers.BatchNormalization(name=f"head_bn{index}")(x)
         x = layers.Dropout(dropout, name=f"head_dropout{index}")(x)
     if not head_units:
         x = layers.Dropout(dropout, name="head_dropout")(x)

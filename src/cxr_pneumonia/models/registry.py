@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from cxr_pneumonia.exceptions import UnknownModelError, WeightsUnavailableError
-from cxr_pneumonia.models.backbones import build_backbone_classifier
+from cxr_pneumonia.models.backbones import Head, build_backbone_classifier
 from cxr_pneumonia.models.cnn import build_cnn, build_cnn_small
 from cxr_pneumonia.models.heads import OUTPUT_KINDS, OutputKind
 from cxr_pneumonia.models.stacks import ACTIVATIONS, STACKS, LayerSpec, build_stack
@@ -342,6 +342,7 @@ def build_model(
     strategy: tf.distribute.Strategy | None = None,
     output: OutputKind | None = None,
     activation: str | None = None,
+    head: Head | None = None,
     seed: int | None = None,
 ) -> keras.Model:
     """Build a registered model, ready to compile.
@@ -381,6 +382,10 @@ def build_model(
             ``cnn2``, ``cnn3``, ``cnn-kfold``, ``dense-kfold``): ``"relu"`` or
             ``"sigmoid"``; ``None`` for the spec's default. Refused for the
             other models.
+        head: A :class:`~cxr_pneumonia.models.backbones.Head` replacing an
+            ImageNet model's head (pooling, dense widths, batch
+            normalization), for a study whose head has no registry row;
+            ``None`` keeps the spec's. Refused for the custom CNNs.
         seed: Seed of the random initial weights (and of the dropout layers'
             seed generators): the same seed gives the same model. It seeds
             Python, NumPy and TensorFlow globally
@@ -410,6 +415,12 @@ def build_model(
     weights_path = _check_weights(weights, spec)
     output_kind = _check_output(output, spec)
     hidden = _check_activation(activation, spec)
+    if head is not None and (spec.kind != "backbone" or not isinstance(head, Head)):
+        msg = (
+            f"head={head!r} is not allowed for {spec.name!r}: only the ImageNet models take a "
+            "cxr_pneumonia.models.Head (e.g. Head(pooling='flatten', units=(256,)))"
+        )
+        raise ValueError(msg)
     if not isinstance(freeze_backbone, bool):
         msg = f"freeze_backbone={freeze_backbone!r} must be True or False"
         raise TypeError(msg)
@@ -435,8 +446,9 @@ def build_model(
         options.update(
             application=spec.application,
             preprocessing=spec.preprocessing,
-            head_units=spec.head_units,
-            pooling=spec.pooling,
+            head_units=head.units if head is not None else spec.head_units,
+            pooling=head.pooling if head is not None else spec.pooling,
+            batch_norm=head.batch_norm if head is not None else False,
             base_weights=base_weights,
             freeze_backbone=freeze_backbone,
         )
