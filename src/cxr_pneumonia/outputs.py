@@ -7,14 +7,16 @@ A classifier of this library ends with either
 - ``"softmax"``: shape ``(N, 2)``, one probability per class, in
   ``class_names`` order (``("NORMAL", "PNEUMONIA")`` by default).
 
-:func:`output_kind` reads which from a model, :func:`positive_probability`
-reduces a NumPy batch, :func:`positive_probability_tensor` does the same in a
-TensorFlow graph (SavedModel export, Grad-CAM's gradient tape). Training,
+[`output_kind`][cxr_pneumonia.outputs.output_kind] reads which from a model,
+[`positive_probability`][cxr_pneumonia.outputs.positive_probability] reduces a
+NumPy batch,
+[`positive_probability_tensor`][cxr_pneumonia.outputs.positive_probability_tensor]
+does the same in a TensorFlow graph (SavedModel export, Grad-CAM's gradient tape). Training,
 evaluation, bundles, the Predictor, export and Grad-CAM all call these, so
 both output kinds behave the same everywhere.
 
-Imports nothing of ours but :mod:`cxr_pneumonia.exceptions`; TensorFlow only
-inside :func:`positive_probability_tensor`.
+Imports nothing of ours but `cxr_pneumonia.exceptions`; TensorFlow only
+inside [`positive_probability_tensor`][cxr_pneumonia.outputs.positive_probability_tensor].
 """
 
 from __future__ import annotations
@@ -108,7 +110,7 @@ def positive_probability(outputs: Any, *, positive_index: int = 1) -> np.ndarray
 
 
 def positive_probability_tensor(outputs: Any, *, positive_index: int = 1) -> Any:
-    """:func:`positive_probability` for a TensorFlow tensor, in the graph.
+    """``positive_probability`` for a TensorFlow tensor, in the graph.
 
     Args:
         outputs: A float tensor ``(N, 1)`` or ``(N, 2)`` (static last axis).

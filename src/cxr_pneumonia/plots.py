@@ -587,7 +587,7 @@ def plot_class_counts(data: DatasetSplits, path: PathLike | None = None) -> Figu
     """Bar chart of the images per class in each split, each bar labelled with its count.
 
     Args:
-        data: A :class:`~cxr_pneumonia.data.splits.DatasetSplits` (from
+        data: A [`DatasetSplits`][cxr_pneumonia.data.splits.DatasetSplits] (from
             ``load_dataset``).
         path: Where to save the figure as a PNG; ``None`` saves nothing.
 
@@ -634,7 +634,7 @@ def plot_samples(
     each titled with its file name.
 
     Args:
-        data: A :class:`~cxr_pneumonia.data.splits.DatasetSplits`.
+        data: A [`DatasetSplits`][cxr_pneumonia.data.splits.DatasetSplits].
         path: Where to save the figure as a PNG; ``None`` saves nothing.
         split: Which split to draw from.
         per_class: Images per class (``>= 1``).
@@ -679,7 +679,7 @@ def image_statistics(
     """Per-class statistics of the images: per-image mean and standard deviation, mean image.
 
     Args:
-        data: A :class:`~cxr_pneumonia.data.splits.DatasetSplits`.
+        data: A [`DatasetSplits`][cxr_pneumonia.data.splits.DatasetSplits].
         split: Which split.
         max_images: Images per class to read at most (a random subset; ``None``
             for all).
@@ -722,10 +722,11 @@ def plot_image_statistics(
     (standard deviation), and each class's mean image.
 
     Args:
-        data: A :class:`~cxr_pneumonia.data.splits.DatasetSplits`.
+        data: A [`DatasetSplits`][cxr_pneumonia.data.splits.DatasetSplits].
         path: Where to save the figure as a PNG; ``None`` saves nothing.
         split: Which split.
-        max_images: Images per class to read at most (see :func:`image_statistics`).
+        max_images: Images per class to read at most (see
+            [`image_statistics`][cxr_pneumonia.plots.image_statistics]).
         seed: Seed of the subset.
 
     Returns:

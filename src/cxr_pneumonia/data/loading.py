@@ -44,7 +44,8 @@ from cxr_pneumonia.images import (
 __all__ = ["VALIDATION_SOURCES", "load_dataset"]
 
 VALIDATION_SOURCES: tuple[str, ...] = ("grouped", "folder")
-"""Where :func:`load_dataset` takes the validation split from (its ``validation=``)."""
+"""Where [`load_dataset`][cxr_pneumonia.data.loading.load_dataset] takes the validation
+split from (its ``validation=``)."""
 
 logger = logging.getLogger("cxr_pneumonia")
 

@@ -51,14 +51,14 @@ class Head:
     layer (a lone dropout when ``units`` is empty).
 
     Attributes:
-        pooling: One of :data:`POOLINGS`.
+        pooling: One of `POOLINGS`.
         units: Widths of the hidden dense layers, e.g. ``(256,)``.
         batch_norm: Batch normalization after each hidden dense layer.
 
     Raises:
         ValueError: For an unknown pooling or a width below 1.
 
-    Example:
+    Examples:
         >>> head = Head(pooling="flatten", units=(256,))   # the KFold study's
     """
 

@@ -382,7 +382,7 @@ def build_model(
             ``cnn2``, ``cnn3``, ``cnn-kfold``, ``dense-kfold``): ``"relu"`` or
             ``"sigmoid"``; ``None`` for the spec's default. Refused for the
             other models.
-        head: A :class:`~cxr_pneumonia.models.backbones.Head` replacing an
+        head: A [`Head`][cxr_pneumonia.models.backbones.Head] replacing an
             ImageNet model's head (pooling, dense widths, batch
             normalization), for a study whose head has no registry row;
             ``None`` keeps the spec's. Refused for the custom CNNs.

@@ -134,7 +134,8 @@ def _format(metrics: Mapping[str, float]) -> str:
 
 
 STOPPING_MODES: tuple[str, ...] = ("from_start", "after_targets")
-"""When :class:`MultiMetricEarlyStopping` starts counting ``patience``."""
+"""When [`MultiMetricEarlyStopping`][cxr_pneumonia.training.callbacks.MultiMetricEarlyStopping]
+starts counting ``patience``."""
 
 
 class MultiMetricEarlyStopping(keras.callbacks.Callback):
@@ -195,7 +196,7 @@ class MultiMetricEarlyStopping(keras.callbacks.Callback):
         TrainingError: At the end of an epoch whose logs lack a target or
             ``monitor`` metric (the message lists the available keys).
 
-    Example:
+    Examples:
         >>> stopping = MultiMetricEarlyStopping(            # the VGG19 notebook's rule
         ...     {"val_accuracy": 0.94, "val_recall": 0.95}, patience=2, mode="after_targets"
         ... )

@@ -208,7 +208,7 @@ def cross_validate(
             builder returns something other than a ``keras.Model``.
         UnknownModelError: If ``name`` is not registered.
 
-    Example:
+    Examples:
         >>> def small_cnn(input_shape):                         # doctest: +SKIP
         ...     inputs = keras.Input(input_shape)
         ...     ...
