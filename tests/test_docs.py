@@ -321,4 +321,5 @@ def test_docstrings_use_mkdocstrings_cross_references_and_examples_sections() ->
             ),
         )
     ]
-    assert not found, "\n".join(found)
+    hint = "fix with: mkdocs build -d /tmp/site && python scripts/sphinx_roles_to_crossrefs.py /tmp/site src"
+    assert not found, "\n".join([*found, hint])
