@@ -321,5 +321,8 @@ def test_docstrings_use_mkdocstrings_cross_references_and_examples_sections() ->
             ),
         )
     ]
-    hint = "fix with: mkdocs build -d /tmp/site && python scripts/sphinx_roles_to_crossrefs.py /tmp/site src"
+    hint = (
+        "fix with: mkdocs build -d /tmp/site && "
+        "python scripts/sphinx_roles_to_crossrefs.py /tmp/site src"
+    )
     assert not found, "\n".join([*found, hint])
