@@ -124,6 +124,7 @@ def test_every_example_is_tested() -> None:
         "predict_folder_to_csv.py",
         "web_service.py",
         "gradcam.py",
+        "kfold_study.py",
     }
     assert {p.name for p in EXAMPLES.glob("*.py")} == tested
 
@@ -171,6 +172,26 @@ def test_transfer_learning(data_tree: Path, env: dict[str, str]) -> None:
     )
     assert "(train)" in done.stdout
     assert "(fine_tune)" in done.stdout
+
+
+def test_kfold_study(data_tree: Path, env: dict[str, str]) -> None:
+    done = run_example(
+        "kfold_study.py",
+        "--data-dir",
+        data_tree,
+        *TINY,
+        "--folds",
+        "2",
+        "--epochs",
+        "1",
+        "--models",
+        "dense-kfold",
+        "own",
+        env=env,
+    )
+    assert "dense-kfold: ROC AUC" in done.stdout
+    assert "two_class_cnn: ROC AUC" in done.stdout  # a builder function, softmax output
+    assert "over 2 folds" in done.stdout
 
 
 def test_predict_folder_to_csv(
