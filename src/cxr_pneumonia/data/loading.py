@@ -246,6 +246,7 @@ def _from_folder(
         paths[split] = [n for n, k in zip(names, kept, strict=True) if k]
         labels[split] = split_labels[kept]
         images[split] = pixels
+        _check_classes_decoded(label, split, split_labels, labels[split], bad)
     if skipped:
         warnings.warn(skipped_message(skipped, label), SkippedFilesWarning, stacklevel=3)
     if not paths["train"]:
@@ -257,9 +258,17 @@ def _from_folder(
         train_idx = np.arange(len(paths["train"]))
         val_idx = np.zeros(0, dtype=np.int64)
     else:
-        train_idx, val_idx = grouped_split(
-            labels["train"], groups, fraction=options.fraction, seed=options.seed
-        )
+        try:
+            train_idx, val_idx = grouped_split(
+                labels["train"], groups, fraction=options.fraction, seed=options.seed
+            )
+        except ValueError as exc:
+            msg = (
+                f"{label}: can't hold out validation_fraction={options.fraction} of "
+                f"{len(set(groups))} training patient(s): {exc}. Pass validation_fraction=0 "
+                "(no validation split) or use more data"
+            )
+            raise DatasetLayoutError(msg) from exc
     split_files: dict[str, tuple[str, ...]] = {}
     split_labels_out: dict[str, np.ndarray] = {}
     split_patients: dict[str, tuple[str, ...]] = {}
@@ -288,6 +297,26 @@ def _from_folder(
     return _assemble(
         split_files, split_labels_out, split_patients, split_images, source=label, options=options
     )
+
+
+def _check_classes_decoded(
+    label: str,
+    split: str,
+    listed: np.ndarray,
+    decoded: np.ndarray,
+    skipped: list[tuple[str, str]],
+) -> None:
+    """Raise when every file of a class in ``split`` failed to decode (as for an empty folder)."""
+    for index, name in enumerate(CLASS_NAMES):
+        count = int(np.count_nonzero(listed == index))
+        if count and not np.count_nonzero(decoded == index):
+            example = f"; e.g. {skipped[0][0]} ({skipped[0][1]})" if skipped else ""
+            msg = (
+                f"{label}: none of the {count} {name} file(s) of the {split} split could be "
+                f"decoded as an image, which leaves that class empty{example}. Replace or "
+                "remove the broken files"
+            )
+            raise DatasetLayoutError(msg)
 
 
 def _from_npz(path: Path, *, name: str, options: _Options) -> DatasetSplits:

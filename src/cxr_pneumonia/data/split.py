@@ -40,7 +40,8 @@ def grouped_split(
         groups: Group (patient) id of every item, ``n`` hashable, sortable values.
         fraction: Share of the items to put in validation, in ``[0, 1)``; ``0``
             gives an empty validation part. The share is met per class, to
-            within about one group.
+            within about one group, and above ``0`` every class gets at least
+            one group (however small the data).
         seed: Seed of the random choice of groups; a seed always gives the
             same split.
 
@@ -51,7 +52,8 @@ def grouped_split(
     Raises:
         ValueError: If ``labels`` and ``groups`` differ in length or are empty,
             ``labels`` are not integers, ``fraction`` is outside ``[0, 1)``, or
-            there are too few groups to leave any for training.
+            there are too few groups to leave any for training (with a
+            fraction above ``0``, a class with a single group is too few).
 
     Examples:
         >>> train, val = grouped_split([0, 0, 1, 1], ["a", "b", "c", "d"], fraction=0.5, seed=0)
@@ -64,6 +66,7 @@ def grouped_split(
     if fraction == 0:
         return np.arange(n_items, dtype=np.int64), np.empty(0, dtype=np.int64)
     sizes, majority = _group_summary(label_index, group_index, n_groups)
+    class_values = np.unique(np.asarray(labels))
     rng = np.random.default_rng(seed)
     chosen = np.zeros(n_groups, dtype=bool)
     for cls in range(int(majority.max()) + 1):
@@ -75,6 +78,17 @@ def grouped_split(
             if abs(total + size - target) < abs(total - target):
                 chosen[group] = True
                 total += size
+        if members.size and not chosen[members].any():
+            # A fraction above zero asks for a validation part: every class gets a group.
+            if members.size < 2:
+                msg = (
+                    f"fraction={fraction} takes at least one group of each class for "
+                    f"validation, but class {class_values[cls]!r} has only one group, which "
+                    "would leave that class no training data; use fraction=0 or supply more "
+                    "groups"
+                )
+                raise ValueError(msg)
+            chosen[members[0]] = True
     if chosen.all():
         msg = (
             f"fraction={fraction} leaves no group for training with only {n_groups} "
