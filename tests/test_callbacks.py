@@ -18,6 +18,7 @@ from cxr_pneumonia.training.callbacks import (
     BEST_LOSS_FILENAME,
     LOG_FILENAME,
     AtomicBackupAndRestore,
+    AtomicModelCheckpoint,
     MultiMetricEarlyStopping,
     TargetMetricsReached,
     default_callbacks,
@@ -301,8 +302,8 @@ def test_default_callbacks_with_folder(tmp_path) -> None:
     assert kinds == [
         "EarlyStopping",
         "ReduceLROnPlateau",
-        "ModelCheckpoint",
-        "ModelCheckpoint",
+        "AtomicModelCheckpoint",
+        "AtomicModelCheckpoint",
         "EpochCSVLogger",
         "AtomicBackupAndRestore",
     ]
@@ -444,3 +445,26 @@ def test_atomic_backup_refuses_a_corrupt_backup_with_the_fix(tmp_path) -> None:
     (folder / BACKUP_STATE_FILENAME).write_text("{not json")
     with pytest.raises(TrainingError, match="not a valid record"):
         _backup_run(folder, epochs=3)
+
+
+def test_atomic_model_checkpoint_keeps_the_last_complete_file(tmp_path) -> None:
+    target = tmp_path / "best.keras"
+    model = tiny_model()
+    model.compile("sgd", "binary_crossentropy")
+    labels = np.array([0, 1] * 4)
+    images = tiny_images(labels)
+    checkpoint = AtomicModelCheckpoint(str(target), monitor="loss", save_best_only=False)
+    model.fit(images, labels, epochs=1, callbacks=[checkpoint], verbose=0)
+    before = target.read_bytes()
+
+    def killed_while_saving(filepath, *args, **kwargs) -> None:
+        with open(filepath, "wb") as handle:
+            handle.write(b"half a model")
+        raise KeyboardInterrupt
+
+    model.save = killed_while_saving
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(images, labels, epochs=1, callbacks=[checkpoint], verbose=0)
+    assert target.read_bytes() == before  # still the complete earlier model
+    assert keras.saving.load_model(target).count_params() == model.count_params()
+    assert [p.name for p in tmp_path.iterdir()] == ["best.keras"]

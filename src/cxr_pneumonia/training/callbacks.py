@@ -46,6 +46,7 @@ __all__ = [
     "LOG_FILENAME",
     "STOPPING_MODES",
     "AtomicBackupAndRestore",
+    "AtomicModelCheckpoint",
     "EpochCSVLogger",
     "MultiMetricEarlyStopping",
     "SwapInEMAWeights",
@@ -541,6 +542,35 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
                 entry.unlink(missing_ok=True)
 
 
+class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
+    """``ModelCheckpoint`` that writes each file aside and renames it into place.
+
+    Keras' own callback saves over ``filepath`` in place, so a process killed
+    while it writes leaves a broken ``best_val_loss.keras`` (and the previous
+    best is gone). This one writes to a hidden temporary beside it, fsyncs it
+    and renames it over ``filepath``: the file is always a complete model,
+    the previous best until the new one is complete. Arguments and behaviour
+    are otherwise those of ``keras.callbacks.ModelCheckpoint``.
+    """
+
+    def _save_model(self, epoch: int, batch: int | None, logs: Mapping[str, Any] | None) -> None:
+        filepath = self._get_file_path(epoch, batch, logs)
+        if not self._should_save_model(epoch, batch, logs, filepath):
+            return
+        target = Path(filepath)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        suffix = next(
+            (end for end in (".weights.h5", ".keras", ".h5") if target.name.endswith(end)), ""
+        )
+        with atomic_path(target, suffix=suffix) as tmp:
+            if self.save_weights_only:
+                self.model.save_weights(tmp, overwrite=True)
+            else:
+                self.model.save(tmp, overwrite=True)
+        if self.verbose > 0:
+            logger.info("epoch %d: saved the model to %s", epoch + 1, target)
+
+
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
@@ -722,8 +752,10 @@ def default_callbacks(
 
     1. ``EarlyStopping`` on the validation loss, ``restore_best_weights=True``;
     2. ``ReduceLROnPlateau`` on the validation loss;
-    3. ``ModelCheckpoint`` of the best validation loss (``best_val_loss.keras``);
-    4. ``ModelCheckpoint`` of the best validation accuracy (``best_val_accuracy.keras``);
+    3. [`AtomicModelCheckpoint`][cxr_pneumonia.training.callbacks.AtomicModelCheckpoint] of the
+       best validation loss (``best_val_loss.keras``);
+    4. [`AtomicModelCheckpoint`][cxr_pneumonia.training.callbacks.AtomicModelCheckpoint] of the
+       best validation accuracy (``best_val_accuracy.keras``);
     5. [`EpochCSVLogger`][cxr_pneumonia.training.callbacks.EpochCSVLogger] to
        ``checkpoint_dir/training_log.csv`` (1-based epochs), appending (for resumed runs);
     6. [`AtomicBackupAndRestore`][cxr_pneumonia.training.callbacks.AtomicBackupAndRestore] in
@@ -781,10 +813,10 @@ def default_callbacks(
     loss_file = BEST_LOSS_FILENAME.replace("val_", prefix)
     accuracy_file = BEST_ACCURACY_FILENAME.replace("val_", prefix)
     callbacks += [
-        keras.callbacks.ModelCheckpoint(
+        AtomicModelCheckpoint(
             str(folder / loss_file), monitor=f"{prefix}loss", mode="min", save_best_only=True
         ),
-        keras.callbacks.ModelCheckpoint(
+        AtomicModelCheckpoint(
             str(folder / accuracy_file),
             monitor=f"{prefix}accuracy",
             mode="max",
