@@ -15,6 +15,7 @@ from cxr_pneumonia.exceptions import (
     DownloadError,
     EnsembleError,
     InvalidImageError,
+    OutOfDistributionError,
     OverwriteRefusedError,
     TrainingError,
     UnknownDatasetError,
@@ -32,6 +33,7 @@ EXPECTED_BUILTINS = {
     WeightsUnavailableError: (OSError,),
     TrainingError: (RuntimeError,),
     BundleError: (ValueError,),
+    OutOfDistributionError: (ValueError,),
     EnsembleError: (ValueError,),
     OverwriteRefusedError: (BundleError, ValueError),
 }

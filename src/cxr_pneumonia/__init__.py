@@ -23,6 +23,7 @@ from cxr_pneumonia.exceptions import (
     DownloadError,
     EnsembleError,
     InvalidImageError,
+    OutOfDistributionError,
     OverwriteRefusedError,
     TrainingError,
     UnknownDatasetError,
@@ -48,6 +49,7 @@ if TYPE_CHECKING:
     from cxr_pneumonia.export import export_model
     from cxr_pneumonia.images import load_image, prepare_image, resize_image
     from cxr_pneumonia.models import build_model, list_models
+    from cxr_pneumonia.ood import OODCheck, fit_ood_check
     from cxr_pneumonia.predictions_csv import write_predictions_csv
     from cxr_pneumonia.predictor import Explanation, Prediction, Predictor, explain, feature_maps
     from cxr_pneumonia.robustness import ShiftReport, ShiftResult, shift_report
@@ -72,6 +74,7 @@ _LAZY: dict[str, str] = {
     "EnsembleTrainingResult": "cxr_pneumonia.training",
     "EvaluationReport": "cxr_pneumonia.evaluation",
     "Explanation": "cxr_pneumonia.predictor",
+    "OODCheck": "cxr_pneumonia.ood",
     "Prediction": "cxr_pneumonia.predictor",
     "Predictor": "cxr_pneumonia.predictor",
     "ShiftReport": "cxr_pneumonia.robustness",
@@ -90,6 +93,7 @@ _LAZY: dict[str, str] = {
     "export_model": "cxr_pneumonia.export",
     "feature_maps": "cxr_pneumonia.predictor",
     "fit": "cxr_pneumonia.training",
+    "fit_ood_check": "cxr_pneumonia.ood",
     "fit_ensemble": "cxr_pneumonia.training",
     "get_source": "cxr_pneumonia.data",
     "list_datasets": "cxr_pneumonia.data",
@@ -123,6 +127,8 @@ __all__ = [
     "EvaluationReport",
     "Explanation",
     "InvalidImageError",
+    "OODCheck",
+    "OutOfDistributionError",
     "OverwriteRefusedError",
     "Prediction",
     "Predictor",
@@ -147,6 +153,7 @@ __all__ = [
     "export_model",
     "feature_maps",
     "fit",
+    "fit_ood_check",
     "fit_ensemble",
     "get_source",
     "list_datasets",

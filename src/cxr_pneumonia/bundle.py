@@ -1,12 +1,16 @@
 """Model bundles: one self-describing folder per trained model.
 
-A bundle is a directory holding two files::
+A bundle is a directory holding two or three files::
 
     my-model/
       model.keras      the Keras model (architecture + weights, Keras 3 format)
       metadata.json    what the model means: input spec, class names in output
                        order, decision threshold, validation metrics, training
-                       provenance, the SHA-256 of model.keras, versions
+                       provenance, the SHA-256 of model.keras, versions, and
+                       (under "ood") the out-of-distribution check's feature
+                       layers, threshold and the SHA-256 of ood.npz
+      ood.npz          the OOD check's arrays (see cxr_pneumonia.ood); absent in
+                       bundles saved without one, which still load
 
 [`save_model`][cxr_pneumonia.bundle.save_model] writes it atomically (a temporary folder beside the
 target is filled, flushed to disk, then renamed), so a crash never leaves a half-written bundle that
@@ -49,15 +53,19 @@ from cxr_pneumonia.outputs import OUTPUT_KINDS, output_kind
 if TYPE_CHECKING:
     import keras
 
+    from cxr_pneumonia.ood import OODCheck
+
 __all__ = [
     "BUNDLE_FORMAT_VERSION",
     "DEFAULT_CLASS_NAMES",
     "METADATA_FILE",
     "MODEL_FILE",
     "BundleMetadata",
+    "add_ood_check",
     "check_bundle_target",
     "check_model_config",
     "load_bundle",
+    "load_ood_check",
     "metadata_for_model",
     "read_metadata",
     "save_model",
@@ -112,6 +120,9 @@ class BundleMetadata:
             "mean", "members": [...]}``, one provenance record per member (its sub-model ``layer``,
             ``name``, bundle ``sha256``, ``weights_sha256``, threshold, metrics, training); ``None``
             for a single model.
+        ood: The out-of-distribution check's description
+            (:meth:`cxr_pneumonia.ood.OODCheck.to_metadata` plus the SHA-256
+            of ``ood.npz``), or ``None`` for a bundle without one.
     """
 
     image_size: tuple[int, int]
@@ -128,6 +139,7 @@ class BundleMetadata:
     dtype: str = "uint8"
     ensemble: dict[str, Any] | None = field(default=None, hash=False)
     output: str = "sigmoid"
+    ood: dict[str, Any] | None = field(default=None, hash=False)
 
     @property
     def channels(self) -> int:
@@ -172,6 +184,8 @@ class BundleMetadata:
         }
         if self.ensemble is not None:
             result["ensemble"] = dict(self.ensemble)
+        if self.ood is not None:
+            result["ood"] = dict(self.ood)
         return result
 
     @classmethod
@@ -239,6 +253,14 @@ class BundleMetadata:
         if output not in OUTPUT_KINDS:
             msg = f"metadata 'output' must be one of {', '.join(OUTPUT_KINDS)}; got {output!r}"
             raise BundleError(msg)
+        ood = data.get("ood")
+        if ood is not None and not (
+            isinstance(ood, Mapping)
+            and isinstance(ood.get("file"), str)
+            and isinstance(ood.get("sha256"), str)
+        ):
+            msg = f"metadata 'ood' must be an object with 'file' and 'sha256', got {ood!r}"
+            raise BundleError(msg)
         return cls(
             image_size=image_size,
             color_mode=color_mode,
@@ -254,6 +276,7 @@ class BundleMetadata:
             dtype=dtype,
             ensemble=dict(ensemble) if ensemble is not None else None,
             output=output,
+            ood=dict(ood) if ood is not None else None,
         )
 
 
@@ -337,6 +360,8 @@ def save_model(
     training: Mapping[str, Any] | None = None,
     model_name: str | None = None,
     overwrite: bool = False,
+    ood_data: Any = None,
+    ood_check: OODCheck | None = None,
 ) -> Path:
     """Write ``model`` and its metadata as a bundle directory, atomically.
 
@@ -353,6 +378,15 @@ def save_model(
         model_name: Registry name; default: the Keras model's name.
         overwrite: Replace an existing *bundle* at ``path`` (a folder with a
             bundle's ``metadata.json``); anything else there is refused.
+        ood_data: The training data, to fit the bundle's out-of-distribution
+            check (:func:`cxr_pneumonia.ood.fit_ood_check`): the
+            :class:`~cxr_pneumonia.DatasetSplits` the model was trained on
+            (its unaugmented ``images["train"]`` fit the check, its
+            ``images["validation"]`` set the threshold), or a mapping with
+            ``"train"`` and optionally ``"validation"`` ``uint8`` arrays.
+            ``None`` (and no ``ood_check``) saves a bundle without a check.
+        ood_check: An already fitted :class:`~cxr_pneumonia.ood.OODCheck`
+            to store instead of fitting one.
 
     Returns:
         The bundle directory.
@@ -363,7 +397,8 @@ def save_model(
         OverwriteRefusedError: If ``overwrite`` is true but ``path`` is not a
             bundle (a file, a link, or a folder without a bundle's
             ``metadata.json``); nothing is touched.
-        ValueError: If an argument is invalid or contradicts the model.
+        ValueError: If an argument is invalid or contradicts the model, or
+            both ``ood_data`` and ``ood_check`` are given.
 
     Examples:
         >>> save_model(model, "bundles/cnn-v1", threshold=0.42,
@@ -386,6 +421,15 @@ def save_model(
             msg = f"{key} must be JSON-serialisable (str, numbers, lists, dicts): {exc}"
             raise BundleError(msg) from None
     check_bundle_target(target, overwrite=overwrite)
+    if ood_data is not None and ood_check is not None:
+        msg = "pass ood_data (to fit the OOD check) or ood_check (a fitted one), not both"
+        raise ValueError(msg)
+    if ood_data is not None:
+        ood_check = _fit_ood(model, ood_data)
+    elif ood_check is not None:
+        from cxr_pneumonia.ood import resolve_layers
+
+        resolve_layers(model, ood_check.feature_layers)  # ValueError naming a missing layer
     target.parent.mkdir(parents=True, exist_ok=True)
     _remove_debris(target)
     # mkdir (not mkdtemp, which makes it 0700) so the bundle gets the umask's usual modes.
@@ -394,16 +438,22 @@ def save_model(
     try:
         model_file = tmp / MODEL_FILE
         _without_optimizer(model).save(model_file)
+        written = [model_file]
+        ood_meta = None
+        if ood_check is not None:
+            ood_file, ood_meta = _write_ood(ood_check, tmp)
+            written.append(ood_file)
         metadata = dataclasses.replace(
             metadata,
             metrics=_plain_json(extras["metrics"]),
             training=_plain_json(extras["training"]),
             sha256=_sha256(model_file),
             created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            ood=ood_meta,
         )
         meta_file = tmp / METADATA_FILE
         meta_file.write_text(json.dumps(metadata.to_dict(), indent=2) + "\n", encoding="utf-8")
-        for file in (model_file, meta_file):
+        for file in (*written, meta_file):
             _fsync_file(file)
         _fsync_dir(tmp)
         _replace_dir(tmp, target, overwrite=overwrite)
@@ -593,6 +643,104 @@ def read_metadata(path: str | os.PathLike[str]) -> BundleMetadata:
         raise BundleError(msg) from None
 
 
+def load_ood_check(
+    path: str | os.PathLike[str], metadata: BundleMetadata | None = None
+) -> OODCheck | None:
+    """Read a bundle's out-of-distribution check, if it has one.
+
+    Args:
+        path: The bundle directory.
+        metadata: Its metadata when already read (saves reading it again).
+
+    Returns:
+        The :class:`~cxr_pneumonia.ood.OODCheck`, or ``None`` for a bundle
+        saved without one (before checks existed, or without ``ood_data``).
+
+    Raises:
+        BundleError: If the check's file is missing, does not have the
+            recorded SHA-256, or does not hold valid arrays.
+    """
+    from cxr_pneumonia.ood import OODCheck
+
+    folder = Path(path)
+    meta = metadata if metadata is not None else read_metadata(folder)
+    if meta.ood is None:
+        return None
+    file = folder / str(meta.ood["file"])
+    if file.parent != folder or not file.is_file():
+        msg = (
+            f"{folder} is not a complete model bundle: its metadata names an OOD check in "
+            f"{meta.ood['file']!r}, which is missing; restore the bundle, or add the check again "
+            "with `cxr-pneumonia ood-fit`"
+        )
+        raise BundleError(msg)
+    data = file.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != meta.ood["sha256"]:
+        msg = (
+            f"{file} does not match the SHA-256 recorded in {METADATA_FILE} (expected "
+            f"{meta.ood['sha256']}, got {digest}): the file is corrupt or was modified; restore "
+            "the bundle from its source"
+        )
+        raise BundleError(msg)
+    try:
+        return OODCheck.from_parts(meta.ood, data)
+    except ValueError as exc:
+        msg = f"{file}: the OOD check is invalid: {exc}"
+        raise BundleError(msg) from None
+
+
+def add_ood_check(path: str | os.PathLike[str], check: OODCheck) -> Path:
+    """Add (or replace) the out-of-distribution check of an existing bundle, atomically.
+
+    The model file is not touched (nor retrained); the bundle is rewritten
+    beside itself with the check's ``ood.npz`` and updated metadata, then
+    swapped in.
+
+    Args:
+        path: The bundle directory.
+        check: The fitted check (see :func:`cxr_pneumonia.ood.fit_ood_check`
+            on the bundle's model and training data).
+
+    Returns:
+        The bundle directory.
+
+    Raises:
+        BundleError: If the bundle does not load (missing, corrupt), the
+            check's layers are not in its model, or writing fails.
+    """
+    from cxr_pneumonia.ood import resolve_layers
+
+    target = Path(path)
+    model, metadata = load_bundle(target)
+    try:
+        resolve_layers(model, check.feature_layers)
+    except ValueError as exc:
+        msg = f"{target}: the OOD check does not fit this model: {exc}"
+        raise BundleError(msg) from None
+    _remove_debris(target)
+    tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:12]}"
+    tmp.mkdir()
+    try:
+        shutil.copy2(target / MODEL_FILE, tmp / MODEL_FILE)
+        ood_file, ood_meta = _write_ood(check, tmp)
+        meta_file = tmp / METADATA_FILE
+        updated = dataclasses.replace(metadata, ood=ood_meta)
+        meta_file.write_text(json.dumps(updated.to_dict(), indent=2) + "\n", encoding="utf-8")
+        for file in (tmp / MODEL_FILE, ood_file, meta_file):
+            _fsync_file(file)
+        _fsync_dir(tmp)
+        _replace_dir(tmp, target, overwrite=True)
+        _fsync_dir(target.parent)
+    except BaseException as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError):
+            msg = f"could not write the bundle {target}: {exc}"
+            raise BundleError(msg) from exc
+        raise
+    return target
+
+
 # --- helpers ---------------------------------------------------------------------------
 
 
@@ -645,6 +793,33 @@ def _field(data: Mapping[str, Any], key: str, kind: Any, *, default: Any = ...) 
         msg = f"metadata {key!r} has the wrong type ({type(value).__name__}): {value!r}"
         raise BundleError(msg)
     return value
+
+
+def _fit_ood(model: keras.Model, ood_data: Any) -> OODCheck:
+    """Fit an OOD check from a DatasetSplits or a ``{"train", "validation"}`` mapping."""
+    from cxr_pneumonia.ood import fit_ood_check
+
+    images = getattr(ood_data, "images", ood_data)
+    if not isinstance(images, Mapping) or "train" not in images:
+        msg = (
+            "ood_data must be the DatasetSplits the model was trained on, or a mapping with "
+            "'train' (and optionally 'validation') uint8 image arrays; got "
+            f"{type(ood_data).__name__}"
+        )
+        raise ValueError(msg)
+    return fit_ood_check(model, images["train"], images.get("validation"))
+
+
+def _write_ood(check: OODCheck, folder: Path) -> tuple[Path, dict[str, Any]]:
+    """Write ``check``'s arrays into ``folder``; return the file and its metadata entry."""
+    from cxr_pneumonia.ood import OOD_FILE
+
+    data = check.to_bytes()
+    file = folder / OOD_FILE
+    file.write_bytes(data)
+    meta = check.to_metadata()
+    meta["sha256"] = hashlib.sha256(data).hexdigest()
+    return file, _plain_json(meta)
 
 
 def _no_default(value: object) -> Any:

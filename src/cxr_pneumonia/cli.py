@@ -826,6 +826,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         training=training,
         model_name=model_name,
         overwrite=args.overwrite,
+        ood_data=data,
     )
     _logger.info("saved %s (threshold %.4f)", out, threshold)
     return EXIT_OK

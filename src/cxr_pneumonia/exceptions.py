@@ -15,7 +15,9 @@ the built-in exception a caller would expect, so ``except ValueError`` keeps wor
     ├── TrainingError (RuntimeError)                 training could not run as asked
     ├── BundleError (ValueError)                     model bundle missing, corrupt or too new
     │   └── OverwriteRefusedError                    overwrite target is not a bundle
-    └── EnsembleError (ValueError)                   models that can't be averaged together
+    ├── EnsembleError (ValueError)                   models that can't be averaged together
+    └── OutOfDistributionError (ValueError)          input is not like the model's training
+                                                     images (Predictor(ood="error"))
 
 This module imports nothing else of the package.
 """
@@ -30,6 +32,7 @@ __all__ = [
     "DownloadError",
     "EnsembleError",
     "InvalidImageError",
+    "OutOfDistributionError",
     "OverwriteRefusedError",
     "TrainingError",
     "UnknownDatasetError",
@@ -91,3 +94,9 @@ class EnsembleError(CXRPneumoniaError, ValueError):
 
 class OverwriteRefusedError(BundleError):
     """``overwrite=True`` was asked for a path that is not a model bundle; nothing was touched."""
+class OutOfDistributionError(CXRPneumoniaError, ValueError):
+    """An input does not look like the model's training images (not a chest X-ray).
+
+    Raised by a :class:`~cxr_pneumonia.Predictor` created with ``ood="error"``;
+    the message names the input and gives its score and the threshold.
+    """

@@ -30,12 +30,24 @@ with a fixed input signature ``(None, H, W, C) uint8``, traced once per
 [`explain`][cxr_pneumonia.predictor.explain]) shows why with Grad-CAM: the image is decoded once,
 scored, and `cxr_pneumonia.gradcam` computes the heatmap of the predicted class on that same
 prepared batch.
+
+Inputs that are not chest X-rays: a bundle saved with an out-of-distribution
+check (:mod:`cxr_pneumonia.ood`) makes that same forward pass also return the
+model's penultimate features; every :class:`Prediction` then says whether the
+input looks like the training images (``in_distribution``) and how far it is
+(``ood_score``). The ``ood`` policy decides what happens to the others:
+``"flag"`` (default) predicts and flags them, ``"error"`` refuses them with
+:class:`~cxr_pneumonia.exceptions.OutOfDistributionError` (or, with
+``errors="skip"``, a Prediction whose ``error`` says so), ``"ignore"`` skips
+the check. Bundles saved without a check predict as before, with
+``in_distribution=None``.
 """
 
 from __future__ import annotations
 
 import collections
 import importlib.resources
+import logging
 import math
 import os
 import threading
@@ -47,8 +59,8 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 import numpy as np
 from PIL import Image
 
-from cxr_pneumonia.bundle import BundleMetadata, load_bundle, metadata_for_model
-from cxr_pneumonia.exceptions import BundleError, InvalidImageError
+from cxr_pneumonia.bundle import BundleMetadata, load_bundle, load_ood_check, metadata_for_model
+from cxr_pneumonia.exceptions import BundleError, InvalidImageError, OutOfDistributionError
 from cxr_pneumonia.gradcam import (
     grad_cam,
     layer_outputs,
@@ -63,8 +75,11 @@ from cxr_pneumonia.outputs import OutputKind, output_kind, positive_probability
 if TYPE_CHECKING:
     import keras
 
+    from cxr_pneumonia.ood import OODCheck
+
 __all__ = [
     "Explanation",
+    "OODPolicy",
     "Prediction",
     "Predictor",
     "PredictorInput",
@@ -73,6 +88,13 @@ __all__ = [
 ]
 
 Errors = Literal["raise", "skip"]
+
+OODPolicy = Literal["flag", "error", "ignore"]
+"""What a Predictor does with inputs its OOD check flags: see :class:`Predictor`."""
+
+_OOD_POLICIES = ("flag", "error", "ignore")
+_logger = logging.getLogger("cxr_pneumonia")
+_noted_missing_check = threading.Event()
 
 PredictorInput = ImageInput | Iterable[ImageInput]
 """One image input, or an iterable (or 4-D array) of them."""
@@ -95,6 +117,13 @@ class Prediction:
         source: The input's path (``str``) when it was given as a path,
             otherwise its index in the batch (``0`` for a single input).
         error: ``None``, or why the input was skipped (``errors="skip"``).
+        in_distribution: ``True`` when the input looks like the model's
+            training images, ``False`` when the out-of-distribution check
+            flags it (not a chest X-ray, or far from the training data: the
+            label is then not to be trusted), ``None`` when not checked (the
+            bundle has no check, ``ood="ignore"``, or the input was unreadable).
+        ood_score: The check's score (higher is farther from the training
+            images; flagged above the bundle's ``ood["threshold"]``), or ``None``.
     """
 
     label: str | None
@@ -102,6 +131,8 @@ class Prediction:
     threshold: float
     source: str | int
     error: str | None = None
+    in_distribution: bool | None = None
+    ood_score: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -150,6 +181,12 @@ class Predictor:
         max_pixels: Refuse inputs with more pixels than this before decoding
             them (decompression bombs); ``None`` disables the check.
         num_workers: Decoding threads; default ``min(4, os.cpu_count())``.
+        ood_check: The out-of-distribution check (:meth:`load` reads the
+            bundle's); ``None``: predictions are not checked.
+        ood: What to do with inputs the check flags: ``"flag"`` (predict and
+            set ``in_distribution=False``), ``"error"`` (refuse them with
+            :class:`~cxr_pneumonia.exceptions.OutOfDistributionError`) or
+            ``"ignore"`` (don't compute the check).
 
     Attributes:
         model: The Keras model.
@@ -158,10 +195,13 @@ class Predictor:
         image_size: ``(height, width)`` the model takes.
         color_mode: ``"grayscale"`` or ``"rgb"``.
         class_names: Class names in output order.
+        ood_check: The OOD check in use, or ``None``.
+        ood: The OOD policy.
 
     Raises:
         ValueError: If the model's input or output does not fit a binary image
-            classifier, or an option is invalid.
+            classifier, an option is invalid, or ``ood_check`` names layers the
+            model lacks.
     """
 
     def __init__(
@@ -172,6 +212,8 @@ class Predictor:
         batch_size: int = 32,
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
         num_workers: int | None = None,
+        ood_check: OODCheck | None = None,
+        ood: OODPolicy = "flag",
     ) -> None:
         import tensorflow as tf
 
@@ -188,6 +230,9 @@ class Predictor:
         if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 1:
             msg = f"num_workers must be a positive integer or None, got {num_workers!r}"
             raise ValueError(msg)
+        if ood not in _OOD_POLICIES:
+            msg = f"ood={ood!r} is not supported; choose one of: {', '.join(_OOD_POLICIES)}"
+            raise ValueError(msg)
         self.model = model
         self.metadata = metadata
         self.threshold: float = metadata.threshold
@@ -201,6 +246,16 @@ class Predictor:
         self.output_kind: OutputKind = output_kind(model)
         self._executor: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
+        self.ood_check = ood_check
+        self.ood: OODPolicy = ood
+        self._features: Any = None
+        if ood_check is not None and ood != "ignore":
+            from cxr_pneumonia.ood import make_feature_function
+
+            # One forward pass gives the prediction and the check's features.
+            self._features = make_feature_function(
+                model, ood_check.feature_layers, metadata.input_shape
+            )
 
         input_dtype = str(getattr(model.inputs[0], "dtype", "float32") or "float32")
         spec = tf.TensorSpec([None, *metadata.input_shape], tf.uint8, name="images")
@@ -212,8 +267,9 @@ class Predictor:
             return tf.cast(tf.reshape(outputs, [tf.shape(images)[0], -1]), tf.float32)
 
         self._infer = infer
-        # Trace now, once: later calls of any batch size reuse this graph.
-        self._infer.get_concrete_function()
+        if self._features is None:
+            # Trace now, once: later calls of any batch size reuse this graph.
+            self._infer.get_concrete_function()
 
     # --- construction ---------------------------------------------------------------
 
@@ -225,14 +281,21 @@ class Predictor:
         batch_size: int = 32,
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
         num_workers: int | None = None,
+        ood: OODPolicy = "flag",
     ) -> Predictor:
         """Load a bundle written by [`save_model`][cxr_pneumonia.bundle.save_model].
+
+        A bundle saved without an out-of-distribution check (by an older
+        version, or without ``ood_data``) loads and predicts with
+        ``in_distribution=None``; the first such load logs a note.
 
         Args:
             path: The bundle folder.
             batch_size: Images per inference batch.
             max_pixels: Pixel limit checked before decoding (``None``: none).
             num_workers: Decoding threads; default ``min(4, os.cpu_count())``.
+            ood: What to do with inputs the bundle's OOD check flags:
+                ``"flag"``, ``"error"`` or ``"ignore"`` (see :class:`Predictor`).
 
         Returns:
             A ready Predictor.
@@ -241,8 +304,17 @@ class Predictor:
             BundleError: If the bundle is missing, corrupt, or too new.
         """
         model, metadata = load_bundle(path)
+        check = load_ood_check(path, metadata)
+        if check is None and ood != "ignore":
+            _note_missing_check(path)
         return cls(
-            model, metadata, batch_size=batch_size, max_pixels=max_pixels, num_workers=num_workers
+            model,
+            metadata,
+            batch_size=batch_size,
+            max_pixels=max_pixels,
+            num_workers=num_workers,
+            ood_check=check,
+            ood=ood,
         )
 
     @classmethod
@@ -252,6 +324,7 @@ class Predictor:
         batch_size: int = 32,
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
         num_workers: int | None = None,
+        ood: OODPolicy = "flag",
     ) -> Predictor:
         """Load the model shipped with the package (``assets/default_model``).
 
@@ -259,6 +332,8 @@ class Predictor:
             batch_size: Images per inference batch.
             max_pixels: Pixel limit checked before decoding (``None``: none).
             num_workers: Decoding threads; default ``min(4, os.cpu_count())``.
+            ood: What to do with inputs that are not like chest X-rays:
+                ``"flag"``, ``"error"`` or ``"ignore"`` (see :class:`Predictor`).
 
         Returns:
             A ready Predictor.
@@ -277,7 +352,11 @@ class Predictor:
             raise BundleError(msg)
         with importlib.resources.as_file(resource) as folder:
             return cls.load(
-                folder, batch_size=batch_size, max_pixels=max_pixels, num_workers=num_workers
+                folder,
+                batch_size=batch_size,
+                max_pixels=max_pixels,
+                num_workers=num_workers,
+                ood=ood,
             )
 
     # --- prediction -----------------------------------------------------------------
@@ -323,6 +402,9 @@ class Predictor:
             InvalidImageError: With ``errors="raise"``, for an input that is
                 empty, truncated, not an image, unsupported, or larger than
                 ``max_pixels``; the message names the input (path or index).
+            OutOfDistributionError: With ``ood="error"`` and ``errors="raise"``,
+                for an input the OOD check flags (with ``errors="skip"`` its
+                Prediction gets the message as ``error`` instead).
             ValueError: If ``errors`` or ``threshold`` is invalid.
         """
         if errors not in ("raise", "skip"):
@@ -334,15 +416,30 @@ class Predictor:
         for sources, decoded in self._decoded_batches(items, single=single):
             good = [i for i, d in enumerate(decoded) if isinstance(d, np.ndarray)]
             arrays = [d for d in decoded if isinstance(d, np.ndarray)]
-            probs: Sequence[float] = list(self._probabilities(np.stack(arrays))) if arrays else []
-            by_index = dict(zip(good, probs, strict=True))
+            probs: Sequence[float] = []
+            scores: Sequence[float | None] = [None] * len(arrays)
+            if arrays:
+                batch_probs, batch_scores = self._scores(np.stack(arrays))
+                probs = list(batch_probs)
+                if batch_scores is not None:
+                    scores = [float(v) for v in batch_scores]
+            by_index = dict(zip(good, zip(probs, scores, strict=True), strict=True))
             for i, (source, item) in enumerate(zip(sources, decoded, strict=True)):
                 if isinstance(item, InvalidImageError):
                     if errors == "raise":
                         raise item
                     results.append(Prediction(None, None, cut, source, str(item)))
-                else:
-                    results.append(self._prediction(float(by_index[i]), cut, source))
+                    continue
+                probability, score = by_index[i]
+                prediction = self._prediction(float(probability), cut, source, score)
+                if self.ood == "error" and prediction.in_distribution is False:
+                    refusal = OutOfDistributionError(self._ood_message(source, single, score))
+                    if errors == "raise":
+                        raise refusal
+                    prediction = Prediction(
+                        None, None, cut, source, str(refusal), False, prediction.ood_score
+                    )
+                results.append(prediction)
         return results[0] if single else results
 
     def predict_arrays(self, images: np.ndarray) -> np.ndarray:
@@ -394,6 +491,8 @@ class Predictor:
         stage inside that member's sub-model (the gradient of the ensemble's
         output), resized to the image, and their mean (peak scaled to 1):
         every member counts the same whatever its activations' scale.
+        The explanation's prediction carries the OOD flag like any other (an
+        image that is no chest X-ray is explained all the same, flagged).
 
         Args:
             x: One image input (path, bytes, binary file object, PIL image,
@@ -436,8 +535,13 @@ class Predictor:
             data, color_mode=self.color_mode, max_pixels=self.max_pixels, name=name
         )
         batch = self._prepare(data, name)[np.newaxis]
-        probability = float(self._probabilities(batch)[0])
-        prediction = self._prediction(probability, self.threshold, name if name is not None else 0)
+        probabilities, ood_scores = self._scores(batch)
+        prediction = self._prediction(
+            float(probabilities[0]),
+            self.threshold,
+            name if name is not None else 0,
+            None if ood_scores is None else float(ood_scores[0]),
+        )
         positive = prediction.label == self.class_names[self._positive]
         class_index = self._positive if positive else self._negative
         heatmaps = [
@@ -530,17 +634,51 @@ class Predictor:
 
     def _probabilities(self, batch: np.ndarray) -> np.ndarray:
         """PNEUMONIA probabilities for a ``uint8`` batch at the model's size."""
+        return self._scores(batch)[0]
+
+    def _scores(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Probabilities and OOD scores (``None`` when not checked) of one forward pass."""
         import tensorflow as tf
 
-        outputs = self._infer(tf.convert_to_tensor(batch, dtype=tf.uint8)).numpy()
-        return self._positive_probability(outputs)
+        images = tf.convert_to_tensor(batch, dtype=tf.uint8)
+        if self._features is None or self.ood_check is None:
+            return self._positive_probability(self._infer(images).numpy()), None
+        outputs, features = self._features(images)
+        scores = self.ood_check.score([f.numpy() for f in features])
+        return self._positive_probability(outputs.numpy()), scores
+
+    def _ood_message(self, source: str | int, single: bool, score: float | None) -> str:
+        name = source if isinstance(source, str) else ("the input" if single else f"input {source}")
+        threshold = self.ood_check.threshold if self.ood_check is not None else float("nan")
+        return (
+            f"{name}: does not look like a chest X-ray the model was trained on (OOD score "
+            f"{score:.3g} > threshold {threshold:.3g}); not predicted. Send a frontal chest "
+            "radiograph, or use ood='flag' to get a (flagged) prediction anyway"
+        )
 
     def _positive_probability(self, outputs: np.ndarray) -> np.ndarray:
         return positive_probability(outputs, positive_index=self._positive)
 
-    def _prediction(self, probability: float, threshold: float, source: str | int) -> Prediction:
+    def _prediction(
+        self,
+        probability: float,
+        threshold: float,
+        source: str | int,
+        ood_score: float | None = None,
+    ) -> Prediction:
         index = self._positive if probability >= threshold else self._negative
-        return Prediction(self.class_names[index], probability, threshold, source)
+        in_distribution = None
+        if ood_score is not None and self.ood_check is not None:
+            in_distribution = bool(self.ood_check.accepts(np.asarray([ood_score]))[0])
+        return Prediction(
+            self.class_names[index],
+            probability,
+            threshold,
+            source,
+            None,
+            in_distribution,
+            ood_score,
+        )
 
     def _pool(self) -> ThreadPoolExecutor:
         with self._lock:
@@ -668,6 +806,21 @@ def _rereadable(x: ImageInput) -> tuple[Any, str | None]:
 
 
 # --- helpers ---------------------------------------------------------------------------
+
+
+def _note_missing_check(path: str | os.PathLike[str]) -> None:
+    """Log, once per process, that a bundle has no OOD check."""
+    if _noted_missing_check.is_set():
+        return
+    _noted_missing_check.set()
+    _logger.warning(
+        "note: the model bundle %s has no out-of-distribution check (saved before checks "
+        "existed, or without ood_data): inputs that are not chest X-rays are not flagged "
+        "(Prediction.in_distribution is None). Add one with `cxr-pneumonia ood-fit %s "
+        "--data-dir TRAINING_DATA`.",
+        os.fspath(path),
+        os.fspath(path),
+    )
 
 
 def _windowed(
