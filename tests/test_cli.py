@@ -13,6 +13,7 @@ import csv
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -312,14 +313,15 @@ def test_predict_table_by_default(run: Run, bundle: Path, data_dir: Path) -> Non
     code, out, err = run("predict", data_dir / "test", "--model", bundle)
     assert code == 0, err
     lines = out.splitlines()
-    assert lines[0].split() == ["source", "label", "probability"]
+    assert lines[0].split() == ["source", "label", "probability", "check"]
     assert set(lines[1]) <= {"-", " "}
     assert len(lines) == 2 + 2 * PER_FOLDER
     for line in lines[2:]:
-        source, label, probability = line.split()
+        source, label, probability, check = line.split(None, 3)
         assert Path(source).is_file()
         assert label in ("NORMAL", "PNEUMONIA")
         assert 0.0 <= float(probability) <= 1.0
+        assert check == "ok" or check.startswith("OUT-OF-DISTRIBUTION (score ")
 
 
 def test_predict_folder_reads_every_decodable_suffix_and_names_the_rest(
@@ -369,7 +371,125 @@ def test_predict_json_with_a_glob_and_a_threshold(run: Run, bundle: Path, data_d
         assert record["label"] == "PNEUMONIA"  # threshold 0: everything is positive
         assert record["threshold"] == 0.0
         assert isinstance(record["probability"], float)
+        assert isinstance(record["in_distribution"], bool)
+        assert isinstance(record["ood_score"], float)
         assert record["error"] is None
+
+
+def test_train_fits_the_ood_check_on_its_data(bundle: Path) -> None:
+    ood = read_metadata(bundle).ood
+    assert ood is not None
+    assert ood["feature_layers"] == ["gap"]
+    training = read_metadata(bundle).training["data"]["class_counts"]
+    assert ood["stats"]["n_fit"] == sum(training["train"].values())
+    assert ood["stats"]["n_calibration"] == sum(training["validation"].values())
+
+
+@pytest.fixture
+def blank_png(tmp_path: Path) -> Path:
+    path = tmp_path / "blank.png"
+    Image.new("L", (40, 40), 255).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def picky_bundle(bundle: Path, workspace: Path) -> Path:
+    """The trained bundle with its OOD check's threshold moved to flag what scores above 0.
+
+    A one-epoch model on a dozen images is too weak to separate images reliably;
+    the command line's handling of flagged inputs is what these tests check
+    (tests/test_ood.py checks the separation itself).
+    """
+    picky = workspace / "picky"
+    shutil.copytree(bundle, picky)
+    metadata = json.loads((picky / "metadata.json").read_text())
+    metadata["ood"]["threshold"] = 0.0
+    (picky / "metadata.json").write_text(json.dumps(metadata))
+    return picky
+
+
+def test_predict_shows_flagged_rows(
+    run: Run, picky_bundle: Path, test_images: list[Path], blank_png: Path
+) -> None:
+    code, out, err = run("predict", test_images[0], blank_png, "--model", picky_bundle)
+    assert code == 0, err
+    rows = {line.split()[0]: line for line in out.splitlines()[2:]}
+    assert "OUT-OF-DISTRIBUTION (score " in rows[str(blank_png)]
+    assert "2 of 2 input(s) do not look like the chest X-rays" in err
+    code, out, err = run("predict", blank_png, "--model", picky_bundle, "--format", "csv")
+    (row,) = csv.DictReader(io.StringIO(out))
+    assert row["in_distribution"] == "false"
+    assert float(row["ood_score"]) > 0
+    assert row["label"] in ("NORMAL", "PNEUMONIA")  # flagged, still answered
+
+
+def test_predict_ood_error_refuses_the_image_and_exits_1(
+    run: Run, bundle: Path, test_images: list[Path], blank_png: Path
+) -> None:
+    code, out, err = run(
+        "predict",
+        test_images[0],
+        blank_png,
+        "--model",
+        bundle,
+        "--ood",
+        "error",
+        "--format",
+        "json",
+    )
+    assert code == 1
+    records = json.loads(out)
+    assert records[0]["error"] is None
+    assert records[1]["label"] is None
+    assert f"{blank_png}: does not look like a chest X-ray" in err
+
+
+def test_predict_ood_ignore_leaves_the_fields_empty(
+    run: Run, bundle: Path, blank_png: Path
+) -> None:
+    code, out, err = run(
+        "predict", blank_png, "--model", bundle, "--ood", "ignore", "--format", "json"
+    )
+    assert code == 0, err
+    (record,) = json.loads(out)
+    assert record["in_distribution"] is None
+    assert record["ood_score"] is None
+
+
+def test_explain_says_when_the_image_is_no_xray(
+    run: Run, picky_bundle: Path, blank_png: Path, tmp_path: Path
+) -> None:
+    code, out, err = run("explain", blank_png, "--out", tmp_path / "h.png", "--model", picky_bundle)
+    assert code == 0, err
+    assert "Grad-CAM" in out
+    assert "OUT-OF-DISTRIBUTION" in err
+    code, _, err = run(
+        "explain", blank_png, "--out", tmp_path / "r.png", "--model", picky_bundle, "--ood", "error"
+    )
+    assert code == 1
+    assert "does not look like a chest X-ray" in err
+    assert not (tmp_path / "r.png").exists()
+
+
+def test_ood_fit_adds_a_check_to_a_bundle_without_one(
+    run: Run, bundle: Path, data_dir: Path, cache_dir: Path, tmp_path: Path
+) -> None:
+    old = tmp_path / "old"
+    shutil.copytree(bundle, old)
+    metadata = json.loads((old / "metadata.json").read_text())
+    del metadata["ood"]
+    (old / "metadata.json").write_text(json.dumps(metadata))
+    (old / "ood.npz").unlink()
+    code, out, err = run(
+        "ood-fit", old, "--data-dir", data_dir, "--cache-dir", cache_dir, "--no-progress"
+    )
+    assert code == 0, err
+    assert "threshold" in out
+    refitted = read_metadata(old).ood
+    assert refitted is not None
+    # The bundle's own split (fraction 0.34, seed 3) is reused: same images as in training.
+    assert refitted["stats"] == read_metadata(bundle).ood["stats"]
+    assert refitted["threshold"] == pytest.approx(read_metadata(bundle).ood["threshold"], rel=1e-5)
 
 
 def test_predict_reports_each_bad_input_and_exits_1(

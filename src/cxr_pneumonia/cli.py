@@ -10,6 +10,7 @@ Run ``cxr-pneumonia --help`` for the subcommands::
     cxr-pneumonia ensemble bundles/a bundles/b --out bundles/ab [--data-dir chest_xray]
     cxr-pneumonia shift-report bundles/cnn --data-dir chest_xray [--plot shifts.png]
     cxr-pneumonia export bundles/cnn --format savedmodel|tflite --out PATH
+    cxr-pneumonia ood-fit bundles/cnn --data-dir chest_xray
     cxr-pneumonia download kermany2018
     cxr-pneumonia datasets | models | info
     cxr-pneumonia summary --data-dir chest_xray
@@ -37,7 +38,7 @@ from typing import Any
 
 from cxr_pneumonia._version import __version__
 from cxr_pneumonia.data.pipeline import Augmentation
-from cxr_pneumonia.exceptions import BundleError, CXRPneumoniaError
+from cxr_pneumonia.exceptions import BundleError, CXRPneumoniaError, OutOfDistributionError
 
 __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "main"]
 
@@ -182,6 +183,7 @@ def _parser() -> argparse.ArgumentParser:
         help="raise: stop at the first unreadable input; skip: report it and go on (default)",
     )
     predict.add_argument("--batch-size", type=_positive_int, default=32)
+    _add_ood_option(predict)
     predict.set_defaults(handler=_cmd_predict)
 
     explain = commands.add_parser("explain", help="write a Grad-CAM overlay of one image")
@@ -190,6 +192,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_model_option(explain)
     explain.add_argument("--layer", help="convolutional layer (default: the last one)")
     explain.add_argument("--alpha", type=_probability, default=0.4, help="heatmap opacity")
+    _add_ood_option(explain)
     explain.set_defaults(handler=_cmd_explain)
 
     train = commands.add_parser("train", help="train a model and save it as a bundle")
@@ -364,6 +367,30 @@ def _parser() -> argparse.ArgumentParser:
         help="split seed; default: the bundle's training record, else 0 (also seeds the noise)",
     )
     shifts.set_defaults(handler=_cmd_shift_report)
+    ood_fit = commands.add_parser(
+        "ood-fit",
+        help="add (or refit) a bundle's out-of-distribution check from its training data",
+        epilog="example: cxr-pneumonia ood-fit bundles/cnn --data-dir chest_xray",
+    )
+    ood_fit.add_argument("bundle", metavar="BUNDLE")
+    _add_data_options(ood_fit)
+    ood_fit.add_argument(
+        "--validation-fraction",
+        type=_fraction,
+        help="share of training patients the threshold is set on (default: the bundle's, "
+        "so its validation patients are the ones held out in training)",
+    )
+    ood_fit.add_argument(
+        "--seed", type=_non_negative_int, help="split seed (default: the bundle's training seed)"
+    )
+    ood_fit.add_argument(
+        "--acceptance",
+        type=_probability,
+        default=0.99,
+        help="share of validation chest X-rays to accept (default 0.99)",
+    )
+    ood_fit.add_argument("--batch-size", type=_positive_int, default=64)
+    ood_fit.set_defaults(handler=_cmd_ood_fit)
 
     export = commands.add_parser(
         "export", help="export a bundle as a SavedModel (TF Serving) or a TFLite file"
@@ -403,6 +430,16 @@ _CACHE_HELP = "cache folder (default: CXR_PNEUMONIA_CACHE_DIR or the OS cache)"
 def _add_model_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model", metavar="BUNDLE", help="model bundle folder (default: the shipped model)"
+    )
+
+
+def _add_ood_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--ood",
+        choices=("flag", "error", "ignore"),
+        default="flag",
+        help="inputs that don't look like chest X-rays: flag them (default), refuse them "
+        "(error), or don't check (ignore)",
     )
 
 
@@ -515,13 +552,13 @@ def _fraction(text: str) -> float:
 # --- predict, explain ------------------------------------------------------------------
 
 
-def _load_predictor(bundle: str | None, *, batch_size: int = 32) -> Any:
+def _load_predictor(bundle: str | None, *, batch_size: int = 32, ood: str = "flag") -> Any:
     from cxr_pneumonia.predictor import Predictor
 
     if bundle is not None:
-        return Predictor.load(bundle, batch_size=batch_size)
+        return Predictor.load(bundle, batch_size=batch_size, ood=ood)  # type: ignore[arg-type]
     try:
-        return Predictor.default(batch_size=batch_size)
+        return Predictor.default(batch_size=batch_size, ood=ood)  # type: ignore[arg-type]
     except BundleError as exc:
         msg = f"{exc}; or pass --model BUNDLE (a folder written by `{_PROG} train`)"
         raise BundleError(msg) from exc
@@ -560,7 +597,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         _error(f"{pattern}: {reason}")
     if unmatched and (args.errors == "raise" or not files):
         return EXIT_FAILED
-    predictor = _load_predictor(args.model, batch_size=args.batch_size)
+    predictor = _load_predictor(args.model, batch_size=args.batch_size, ood=args.ood)
     with predictor:
         predictions = predictor.predict(files, errors=args.errors, threshold=args.threshold)
     records = [
@@ -569,6 +606,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             "label": p.label,
             "probability": p.probability,
             "threshold": p.threshold,
+            "in_distribution": p.in_distribution,
+            "ood_score": p.ood_score,
             "error": p.error,
         }
         for p in predictions
@@ -579,6 +618,14 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         # Image errors already start with the file's name; don't say it twice.
         _error(reason if reason.startswith(str(p.source)) else f"{p.source}: {reason}")
     _write_predictions(predictions, records, args.format)
+    flagged = [p for p in predictions if p.error is None and p.in_distribution is False]
+    if flagged:
+        _logger.warning(
+            "%d of %d input(s) do not look like the chest X-rays the model was trained on "
+            "(flagged OUT-OF-DISTRIBUTION): their labels are not to be trusted",
+            len(flagged),
+            len(predictions),
+        )
     return EXIT_FAILED if failed or unmatched else EXIT_OK
 
 
@@ -592,6 +639,8 @@ def _write_predictions(predictions: list[Any], records: list[dict[str, Any]], fm
             "label": r["label"] or "",
             "probability": "" if r["probability"] is None else f"{r['probability']:.4f}",
             "threshold": f"{r['threshold']:.4f}",
+            "in_distribution": "" if r["in_distribution"] is None else str(r["in_distribution"]),
+            "ood_score": "" if r["ood_score"] is None else f"{r['ood_score']:.4g}",
             "error": r["error"] or "",
         }
         for r in records
@@ -601,11 +650,21 @@ def _write_predictions(predictions: list[Any], records: list[dict[str, Any]], fm
 
         write_predictions_csv(predictions, sys.stdout)  # the one CSV format
         return
-    table = [["source", "label", "probability"]]
+    table = [["source", "label", "probability", "check"]]
     table += [
-        [row["source"], row["label"] or "(failed)", row["probability"] or "-"] for row in rows
+        [row["source"], row["label"] or "(failed)", row["probability"] or "-", _check_cell(row)]
+        for row in rows
     ]
     print(_table(table))
+
+
+def _check_cell(row: dict[str, str]) -> str:
+    """The table's OOD column: ``ok``, a loud flag, or ``-`` when not checked."""
+    if row["in_distribution"] == "True":
+        return "ok"
+    if row["in_distribution"] == "False":
+        return f"OUT-OF-DISTRIBUTION (score {row['ood_score']})"
+    return "-"
 
 
 def _table(rows: list[list[str]]) -> str:
@@ -625,15 +684,31 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         raise ValueError(msg)
     from cxr_pneumonia.predictor import explain
 
-    predictor = _load_predictor(args.model)
+    predictor = _load_predictor(args.model, ood=args.ood)
     explanation = explain(predictor, args.input, layer=args.layer, alpha=args.alpha)
+    p = explanation.prediction
+    if p.in_distribution is False and args.ood == "error":
+        msg = (
+            f"{args.input}: does not look like a chest X-ray the model was trained on (OOD "
+            f"score {p.ood_score:.4g} > threshold {predictor.ood_check.threshold:.4g}); "
+            "no explanation written (use --ood flag to write one anyway)"
+        )
+        raise OutOfDistributionError(msg)
     out.parent.mkdir(parents=True, exist_ok=True)
     explanation.overlay.save(out)
-    p = explanation.prediction
     print(
         f"{args.input}: {p.label} (probability {p.probability:.4f}, threshold {p.threshold:.4f}); "
         f"Grad-CAM of layer {explanation.layer!r} written to {out}"
     )
+    if p.in_distribution is False:
+        _logger.warning(
+            "%s: OUT-OF-DISTRIBUTION: the image does not look like the chest X-rays the model "
+            "was trained on (OOD score %.4g > threshold %.4g); the label and heatmap are not "
+            "to be trusted",
+            args.input,
+            p.ood_score,
+            predictor.ood_check.threshold,
+        )
     return EXIT_OK
 
 
@@ -889,6 +964,7 @@ def _cmd_ensemble(args: argparse.Namespace) -> int:
         "ensemble_of": [str(Path(b)) for b in args.bundles],
     }
     metrics: dict[str, Any] = {}
+    data = None
     if args.data_dir is None and args.dataset is None:
         threshold = sum(m.threshold for m in members) / len(members)
         _logger.warning(
@@ -945,7 +1021,15 @@ def _cmd_ensemble(args: argparse.Namespace) -> int:
         metrics=metrics,
         training=training,
         overwrite=args.overwrite,
+        ood_data=data,  # with --data-dir: an OOD check on the members' features
     )
+    if data is None:
+        _logger.warning(
+            "no --data-dir: the ensemble bundle has no out-of-distribution check; add one with "
+            "`%s ood-fit %s --data-dir DIR`",
+            _PROG,
+            out,
+        )
     _logger.info("saved %s: the mean of %d members (threshold %.4f)", out, len(members), threshold)
     print(out)
     return EXIT_OK
@@ -1019,6 +1103,40 @@ def _cmd_shift_report(args: argparse.Namespace) -> int:
     else:
         print(f"{args.bundle} on {data.source}, split {args.split}\n")
         print(report.to_text())
+def _cmd_ood_fit(args: argparse.Namespace) -> int:
+    from cxr_pneumonia.bundle import add_ood_check, load_bundle
+    from cxr_pneumonia.ood import fit_ood_check
+
+    model, metadata = load_bundle(args.bundle)
+    recorded = metadata.training.get("data", {}) if isinstance(metadata.training, dict) else {}
+    fraction = args.validation_fraction
+    if fraction is None:
+        fraction = recorded.get("validation_fraction", 0.1) if isinstance(recorded, dict) else 0.1
+    seed = args.seed if args.seed is not None else int(metadata.training.get("seed", 0) or 0)
+    data = _load_data(
+        args,
+        image_size=metadata.image_size,
+        color_mode=metadata.color_mode,
+        validation_fraction=float(fraction),
+        augment=False,
+        seed=seed,
+    )
+    _logger.info("%s", data.summary())
+    check = fit_ood_check(
+        model,
+        data.images["train"],
+        data.images.get("validation"),
+        acceptance=args.acceptance,
+        batch_size=args.batch_size,
+    )
+    add_ood_check(args.bundle, check)
+    stats = check.stats
+    print(
+        f"{args.bundle}: OOD check on {', '.join(check.feature_layers)} fitted on "
+        f"{stats['n_fit']} training images; threshold {check.threshold:.4g} accepts "
+        f"{100 * stats['calibration_accepted']:.1f}% of {stats['n_calibration']} "
+        f"{stats['calibration']} images"
+    )
     return EXIT_OK
 
 

@@ -13,8 +13,8 @@ Examples:
     >>> write_predictions_csv([Prediction("PNEUMONIA", 0.91234567, 0.5, "a.png")], out)
     1
     >>> print(out.getvalue(), end="")
-    source,label,probability,threshold,error
-    a.png,PNEUMONIA,0.912346,0.500000,
+    source,label,probability,threshold,in_distribution,ood_score,error
+    a.png,PNEUMONIA,0.912346,0.500000,,,
 """
 
 from __future__ import annotations

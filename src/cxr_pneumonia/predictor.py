@@ -455,20 +455,44 @@ class Predictor:
         Raises:
             ValueError: If ``images`` has the wrong dtype or shape.
         """
-        array = np.asarray(images)
-        expected = self.metadata.input_shape
-        if array.dtype != np.uint8 or array.ndim != 4 or array.shape[1:] != expected:
-            msg = (
-                f"predict_arrays expects uint8 images (N, {', '.join(map(str, expected))}), "
-                f"got {array.dtype} {array.shape}; use predict() for images of other sizes or kinds"
-            )
-            raise ValueError(msg)
+        array = self._check_arrays(images, "predict_arrays")
         if len(array) == 0:
             return np.zeros((0,), dtype=np.float64)
         chunks = [
             self._probabilities(array[start : start + self.batch_size])
             for start in range(0, len(array), self.batch_size)
         ]
+        return np.concatenate(chunks)
+
+    def ood_scores(self, images: np.ndarray) -> np.ndarray:
+        """Out-of-distribution scores for already prepared pixels.
+
+        Args:
+            images: ``uint8`` array ``(N, H, W, C)`` at the model's
+                :attr:`image_size` and channels (as the data pipeline yields).
+
+        Returns:
+            ``float64`` array ``(N,)``; an image is in distribution when its
+            score is at most ``ood_check.threshold``.
+
+        Raises:
+            ValueError: If ``images`` has the wrong dtype or shape, or this
+                Predictor has no OOD check (or was made with ``ood="ignore"``).
+        """
+        array = self._check_arrays(images, "ood_scores")
+        if self.ood_check is None or self._features is None:
+            msg = (
+                "this Predictor has no out-of-distribution check (the bundle has none, or "
+                "ood='ignore'); fit one with cxr_pneumonia.fit_ood_check or `cxr-pneumonia ood-fit`"
+            )
+            raise ValueError(msg)
+        if len(array) == 0:
+            return np.zeros((0,), dtype=np.float64)
+        chunks = []
+        for start in range(0, len(array), self.batch_size):
+            scores = self._scores(array[start : start + self.batch_size])[1]
+            assert scores is not None
+            chunks.append(scores)
         return np.concatenate(chunks)
 
     def explain(
@@ -612,6 +636,17 @@ class Predictor:
         )
 
     # --- internals -------------------------------------------------------------------
+
+    def _check_arrays(self, images: np.ndarray, caller: str) -> np.ndarray:
+        array = np.asarray(images)
+        expected = self.metadata.input_shape
+        if array.dtype != np.uint8 or array.ndim != 4 or array.shape[1:] != expected:
+            msg = (
+                f"{caller} expects uint8 images (N, {', '.join(map(str, expected))}), "
+                f"got {array.dtype} {array.shape}; use predict() for images of other sizes or kinds"
+            )
+            raise ValueError(msg)
+        return array
 
     def _prepare(self, item: ImageInput, name: str | None = None) -> np.ndarray:
         """Decode and resize one input exactly as training does."""

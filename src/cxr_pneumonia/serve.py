@@ -13,7 +13,8 @@ Endpoints:
 * ``POST /predict``: one image as the raw body (any content type but
   ``multipart/form-data``: ``image/jpeg``, ``application/dicom``,
   ``application/octet-stream``, ...; chunked uploads too), or one or more files
-  as ``multipart/form-data``. Answers ``{"label", "probability", "threshold"}``
+  as ``multipart/form-data``. Answers ``{"label", "probability", "threshold",
+  "in_distribution", "ood_score"}``
   for a raw body, ``{"predictions": [{"filename", "label", ...}, ...]}`` for a
   form. ``?threshold=0.3`` overrides the bundle's threshold.
 
@@ -280,7 +281,13 @@ def _answer(prediction: Prediction, threshold: float, class_names: tuple[str, ..
         error = error.split(": ", 1)[1] if error.startswith("input ") else error
         raise _RequestError(400, f"not a usable image: {error}")
     label = class_names[1] if prediction.probability >= threshold else class_names[0]
-    return {"label": label, "probability": prediction.probability, "threshold": threshold}
+    return {
+        "label": label,
+        "probability": prediction.probability,
+        "threshold": threshold,
+        "in_distribution": prediction.in_distribution,
+        "ood_score": prediction.ood_score,
+    }
 
 
 def create_app(
