@@ -94,6 +94,8 @@ class EnsembleError(CXRPneumoniaError, ValueError):
 
 class OverwriteRefusedError(BundleError):
     """``overwrite=True`` was asked for a path that is not a model bundle; nothing was touched."""
+
+
 class OutOfDistributionError(CXRPneumoniaError, ValueError):
     """An input does not look like the model's training images (not a chest X-ray).
 
