@@ -178,11 +178,22 @@ def test_check_accepts_validation_xrays_and_flags_other_images(
 
 def test_threshold_is_the_acceptance_quantile_of_validation_scores(model: keras.Model) -> None:
     validation = xrays(100, start=1000)
-    strict = fit_ood_check(model, xrays(160), validation, acceptance=0.9)
+    strict = fit_ood_check(model, xrays(160), validation, acceptance=0.9, shifted_copies=0)
     function = make_feature_function(model, strict.feature_layers, (SIZE, SIZE, 1))
     _, features = extract_features(function, validation)
     accepted = strict.accepts(strict.score(features)).mean()
     assert 0.9 <= accepted <= 0.92
+
+
+def test_shifted_copies_join_the_fit_and_the_calibration(model: keras.Model) -> None:
+    train, validation = xrays(60), xrays(40, start=1000)
+    plain = fit_ood_check(model, train, validation, shifted_copies=0)
+    shifted = fit_ood_check(model, train, validation, shifted_copies=2, seed=4)
+    again = fit_ood_check(model, train, validation, shifted_copies=2, seed=4)
+    assert shifted.stats["shifted_copies"] == 2
+    assert shifted.stats["n_calibration"] == 40
+    assert again.threshold == shifted.threshold  # the shifts' draw is seeded
+    assert not np.allclose(plain.means[0], shifted.means[0])
 
 
 def test_without_validation_images_the_threshold_comes_from_training(model: keras.Model) -> None:
@@ -197,6 +208,7 @@ def test_without_validation_images_the_threshold_comes_from_training(model: kera
         ({"acceptance": 0.3}, "acceptance must be"),
         ({"acceptance": True}, "acceptance must be"),
         ({"layers": ["missing"]}, "no layer 'missing'"),
+        ({"shifted_copies": -1}, "shifted_copies must be"),
     ],
 )
 def test_fit_refuses_bad_options(model: keras.Model, kwargs: dict, match: str) -> None:

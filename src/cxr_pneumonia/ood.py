@@ -19,9 +19,13 @@ NeurIPS 2018, arXiv:1807.03888):
   by the feature dimension (about 1 for typical training images). With
   several feature layers (an ensemble's members) the score is the mean of
   the layers' scores.
+* **Shifts**: the fit and the calibration also see a copy of every image
+  under a random acquisition shift of :mod:`cxr_pneumonia.shifts` (gamma,
+  contrast, noise, sharpening, borders, rotations, ...), so radiographs from
+  other scanners stay accepted.
 * **Threshold**: the ``acceptance`` quantile (default 99 %) of the scores of
-  patient-grouped *validation* images, so about 1 % of genuine validation
-  X-rays are flagged and everything farther out is too.
+  patient-grouped *validation* images and their shifted copies, so about 1 %
+  of those are flagged and everything farther out is too.
 
 :func:`fit_ood_check` fits an :class:`OODCheck`; :func:`~cxr_pneumonia.save_model`
 stores it in the bundle (``metadata.json`` says which layers and the threshold,
@@ -526,9 +530,20 @@ def fit_ood_check(
     *,
     layers: Sequence[str] | None = None,
     acceptance: float = DEFAULT_ACCEPTANCE,
+    shifted_copies: int = 1,
+    seed: int = 0,
     batch_size: int = 64,
 ) -> OODCheck:
     """Fit an OOD check on a model's training images; calibrate it on validation images.
+
+    Chest X-rays from another scanner are still chest X-rays: besides the
+    images themselves, the fit and the calibration see ``shifted_copies``
+    copies of each image under one acquisition shift drawn at random from
+    :data:`cxr_pneumonia.shifts.DEFAULT_SHIFTS` (gamma, contrast, brightness,
+    blur, sharpening, noise, JPEG, resolution, crops, borders, rotations).
+    Without them the features of a radiograph in a thin black border, or
+    sharpened, lie as far out as those of a photo (measured on the shipped
+    model: see the guide "Knowing when the model should not answer").
 
     Args:
         model: The trained Keras model (``uint8`` images in, as bundles take).
@@ -539,7 +554,11 @@ def fit_ood_check(
             set; ``None`` sets it on the training images (which makes the
             check stricter than ``acceptance`` says on new images).
         layers: Feature layer paths; default :func:`default_feature_layers`.
-        acceptance: Share of calibration images to accept, in ``(0.5, 1]``.
+        acceptance: Share of calibration images (with their shifted copies)
+            to accept, in ``(0.5, 1]``.
+        shifted_copies: Randomly shifted copies of each image added to the fit
+            and to the calibration; ``0`` uses the images alone.
+        seed: Seed of the shifts' draw.
         batch_size: Images per inference batch.
 
     Returns:
@@ -547,7 +566,7 @@ def fit_ood_check(
 
     Raises:
         ValueError: If an argument is invalid (too few images, wrong shape,
-            unknown layer, ``acceptance`` out of range).
+            unknown layer, ``acceptance`` out of range, negative copies).
 
     Example:
         >>> check = fit_ood_check(model, splits.images["train"],
@@ -555,6 +574,13 @@ def fit_ood_check(
     """
     if isinstance(acceptance, bool) or not 0.5 < float(acceptance) <= 1.0:
         msg = f"acceptance must be a share in (0.5, 1], e.g. 0.99; got {acceptance!r}"
+        raise ValueError(msg)
+    if (
+        isinstance(shifted_copies, bool)
+        or not isinstance(shifted_copies, int)
+        or shifted_copies < 0
+    ):
+        msg = f"shifted_copies must be 0 or a positive integer, got {shifted_copies!r}"
         raise ValueError(msg)
     shape = tuple(model.inputs[0].shape[1:])
     for name, images in (("train_images", train_images), ("validation_images", validation_images)):
@@ -572,7 +598,18 @@ def fit_ood_check(
     names = tuple(layers) if layers is not None else default_feature_layers(model)
     input_shape = tuple(int(d) for d in train_images.shape[1:])
     function = make_feature_function(model, names, input_shape)
-    _, train_features = extract_features(function, train_images, batch_size=batch_size)
+
+    def features(images: np.ndarray, stream: int) -> list[np.ndarray]:
+        parts = [extract_features(function, images, batch_size=batch_size)[1]]
+        for copy in range(shifted_copies):
+            parts.append(
+                _shifted_features(
+                    function, images, seed=(seed, stream, copy), batch_size=batch_size
+                )
+            )
+        return [np.concatenate(layer) for layer in zip(*parts, strict=True)]
+
+    train_features = features(train_images, 0)
     means, precisions = [], []
     for values in train_features:
         mean, precision = _gaussian(values)
@@ -583,13 +620,14 @@ def fit_ood_check(
     if validation_images is None or len(validation_images) == 0:
         calibration, scores = "train", partial.score(train_features)
     else:
-        _, features = extract_features(function, validation_images, batch_size=batch_size)
-        scores = partial.score(features)
+        scores = partial.score(features(validation_images, 1))
     threshold = float(np.quantile(scores, float(acceptance), method="higher"))
     stats = {
         "n_fit": len(train_images),
-        "n_calibration": len(scores),
+        "n_calibration": len(scores) // (1 + shifted_copies),
         "calibration": calibration,
+        "shifted_copies": shifted_copies,
+        "seed": seed,
         "calibration_accepted": float(np.mean(scores <= threshold)),
         "calibration_score_quantiles": {
             str(q): float(np.quantile(scores, q)) for q in (0.5, 0.9, 0.99)
@@ -603,6 +641,29 @@ def fit_ood_check(
         acceptance=float(acceptance),
         stats=stats,
     )
+
+
+def _shifted_features(
+    function: Any, images: np.ndarray, *, seed: tuple[int, ...], batch_size: int
+) -> list[np.ndarray]:
+    """Features of ``images``, each under one random shift of the report's table."""
+    from cxr_pneumonia.shifts import DEFAULT_SHIFTS, apply_shift
+
+    settings = [(name, s) for name, strengths in DEFAULT_SHIFTS.items() for s in strengths]
+    rng = np.random.default_rng(list(seed))
+    choice = rng.integers(len(settings), size=len(images))
+    noise_seed = int(rng.integers(2**31))
+    parts: list[list[np.ndarray]] = []
+    chunk = max(batch_size, 256)
+    for start in range(0, len(images), chunk):
+        batch = np.array(images[start : start + chunk], dtype=np.uint8)
+        picks = choice[start : start + chunk]
+        for index, (name, strength) in enumerate(settings):
+            where = np.flatnonzero(picks == index)
+            if where.size:
+                batch[where] = apply_shift(batch[where], name, strength, seed=noise_seed)
+        parts.append(extract_features(function, batch, batch_size=batch_size)[1])
+    return [np.concatenate(layer) for layer in zip(*parts, strict=True)]
 
 
 def _mismatch(got: Sequence[int], want: Sequence[int | None]) -> bool:
