@@ -148,6 +148,22 @@ def test_ensemble_features_one_block_per_member() -> None:
     assert not np.allclose(features[0], features[1])
 
 
+def test_an_ensemble_bundle_of_tta_members_gets_a_check_per_member(tmp_path: Path) -> None:
+    from cxr_pneumonia.ensembles import ensemble as make_ensemble
+
+    members = [with_flip_tta(tiny_model(seed=i, name=f"m{i}")) for i in range(2)]
+    combined = make_ensemble(members)
+    layers = default_feature_layers(combined)
+    assert len(layers) == 2
+    assert all(layer.endswith("/gap") for layer in layers)
+    path = save_model(combined, tmp_path / "ens", ood_data={"train": xrays(40)})
+    predictor = Predictor.load(path, num_workers=1)
+    assert predictor.ood_check is not None
+    assert predictor.ood_check.feature_layers == layers
+    predictions = predictor.predict([*xrays(2, start=50), not_xrays()["noise"]])
+    assert [p.in_distribution for p in predictions][-1] is False
+
+
 # --- fitting and scoring ---------------------------------------------------------------------
 
 

@@ -114,7 +114,7 @@ def test_default_model_check_on_real_data(
 
     corpus = _corpus_module()
     rows = corpus.build(tmp_path / "corpus", seed=0)
-    assert len(rows) >= 300
+    assert len(rows) >= 250  # about 300 without scikit-image (the corpus extra), 407 with
     images = np.stack(
         [
             prepare_image(
