@@ -12,7 +12,7 @@ reports, as Markdown tables on standard output (and JSON with ``--out``):
   split of its training run: ``validation_fraction`` and ``seed`` are read
   from its metadata);
 * acceptance of the same images under every acquisition shift of
-  :data:`cxr_pneumonia.shifts.DEFAULT_SHIFTS` (still chest X-rays: they
+  `cxr_pneumonia.shifts.DEFAULT_SHIFTS` (still chest X-rays: they
   should stay accepted);
 * the share of the non-chest-X-ray corpus flagged, per category;
 * the added inference cost: seconds per image of ``predict_arrays`` with the

@@ -121,8 +121,9 @@ class BundleMetadata:
             ``name``, bundle ``sha256``, ``weights_sha256``, threshold, metrics, training); ``None``
             for a single model.
         ood: The out-of-distribution check's description
-            (:meth:`cxr_pneumonia.ood.OODCheck.to_metadata` plus the SHA-256
-            of ``ood.npz``), or ``None`` for a bundle without one.
+            ([`OODCheck.to_metadata`][cxr_pneumonia.ood.OODCheck.to_metadata]
+            plus the SHA-256 of ``ood.npz``), or ``None`` for a bundle
+            without one.
     """
 
     image_size: tuple[int, int]
@@ -379,13 +380,13 @@ def save_model(
         overwrite: Replace an existing *bundle* at ``path`` (a folder with a
             bundle's ``metadata.json``); anything else there is refused.
         ood_data: The training data, to fit the bundle's out-of-distribution
-            check (:func:`cxr_pneumonia.ood.fit_ood_check`): the
-            :class:`~cxr_pneumonia.DatasetSplits` the model was trained on
+            check ([`cxr_pneumonia.ood.fit_ood_check`][cxr_pneumonia.ood.fit_ood_check]): the
+            [`DatasetSplits`][cxr_pneumonia.data.splits.DatasetSplits] the model was trained on
             (its unaugmented ``images["train"]`` fit the check, its
             ``images["validation"]`` set the threshold), or a mapping with
             ``"train"`` and optionally ``"validation"`` ``uint8`` arrays.
             ``None`` (and no ``ood_check``) saves a bundle without a check.
-        ood_check: An already fitted :class:`~cxr_pneumonia.ood.OODCheck`
+        ood_check: An already fitted [`OODCheck`][cxr_pneumonia.ood.OODCheck]
             to store instead of fitting one.
 
     Returns:
@@ -653,7 +654,7 @@ def load_ood_check(
         metadata: Its metadata when already read (saves reading it again).
 
     Returns:
-        The :class:`~cxr_pneumonia.ood.OODCheck`, or ``None`` for a bundle
+        The [`OODCheck`][cxr_pneumonia.ood.OODCheck], or ``None`` for a bundle
         saved without one (before checks existed, or without ``ood_data``).
 
     Raises:
@@ -699,8 +700,9 @@ def add_ood_check(path: str | os.PathLike[str], check: OODCheck) -> Path:
 
     Args:
         path: The bundle directory.
-        check: The fitted check (see :func:`cxr_pneumonia.ood.fit_ood_check`
-            on the bundle's model and training data).
+        check: The fitted check (see
+            [`fit_ood_check`][cxr_pneumonia.ood.fit_ood_check] on the
+            bundle's model and training data).
 
     Returns:
         The bundle directory.

@@ -1103,16 +1103,19 @@ def _cmd_shift_report(args: argparse.Namespace) -> int:
     else:
         print(f"{args.bundle} on {data.source}, split {args.split}\n")
         print(report.to_text())
+    return EXIT_OK
+
+
 def _cmd_ood_fit(args: argparse.Namespace) -> int:
     from cxr_pneumonia.bundle import add_ood_check, load_bundle
     from cxr_pneumonia.ood import fit_ood_check
 
     model, metadata = load_bundle(args.bundle)
-    recorded = metadata.training.get("data", {}) if isinstance(metadata.training, dict) else {}
+    recorded_fraction, recorded_seed = _recorded_split(metadata)
     fraction = args.validation_fraction
     if fraction is None:
-        fraction = recorded.get("validation_fraction", 0.1) if isinstance(recorded, dict) else 0.1
-    seed = args.seed if args.seed is not None else int(metadata.training.get("seed", 0) or 0)
+        fraction = 0.1 if recorded_fraction is None else recorded_fraction
+    seed = args.seed if args.seed is not None else (recorded_seed or 0)
     data = _load_data(
         args,
         image_size=metadata.image_size,

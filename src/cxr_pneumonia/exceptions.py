@@ -99,6 +99,6 @@ class OverwriteRefusedError(BundleError):
 class OutOfDistributionError(CXRPneumoniaError, ValueError):
     """An input does not look like the model's training images (not a chest X-ray).
 
-    Raised by a :class:`~cxr_pneumonia.Predictor` created with ``ood="error"``;
+    Raised by a [`Predictor`][cxr_pneumonia.predictor.Predictor] created with ``ood="error"``;
     the message names the input and gives its score and the threshold.
     """

@@ -9,8 +9,9 @@ NeurIPS 2018, arXiv:1807.03888):
 
 * **Features**: the activations that feed the classifier (the model's pooled
   penultimate features, e.g. ``cnn-small/gap``), read in the *same* forward
-  pass as the prediction (:func:`feature_model` builds a Keras model with the
-  prediction and the features as outputs, sharing the layers). 4-D feature
+  pass as the prediction ([`feature_model`][cxr_pneumonia.ood.feature_model]
+  builds a Keras model with the prediction and the features as outputs,
+  sharing the layers). 4-D feature
   maps are averaged over space; when a nested model runs on a multiple of the
   input batch (flip test-time augmentation runs it on image + mirror image),
   the copies are averaged.
@@ -20,18 +21,20 @@ NeurIPS 2018, arXiv:1807.03888):
   several feature layers (an ensemble's members) the score is the mean of
   the layers' scores.
 * **Shifts**: the fit and the calibration also see a copy of every image
-  under a random acquisition shift of :mod:`cxr_pneumonia.shifts` (gamma,
+  under a random acquisition shift of [`cxr_pneumonia.shifts`][cxr_pneumonia.shifts] (gamma,
   contrast, noise, sharpening, borders, rotations, ...), so radiographs from
   other scanners stay accepted.
 * **Threshold**: the ``acceptance`` quantile (default 99 %) of the scores of
   patient-grouped *validation* images and their shifted copies, so about 1 %
   of those are flagged and everything farther out is too.
 
-:func:`fit_ood_check` fits an :class:`OODCheck`; :func:`~cxr_pneumonia.save_model`
-stores it in the bundle (``metadata.json`` says which layers and the threshold,
-``ood.npz`` holds the means and precision matrices), and the
-:class:`~cxr_pneumonia.Predictor` flags every input (``Prediction.in_distribution``,
-``Prediction.ood_score``).
+[`fit_ood_check`][cxr_pneumonia.ood.fit_ood_check] fits an
+[`OODCheck`][cxr_pneumonia.ood.OODCheck];
+[`save_model`][cxr_pneumonia.bundle.save_model] stores it in the bundle
+(``metadata.json`` says which layers and the threshold, ``ood.npz`` holds the
+means and precision matrices), and the
+[`Predictor`][cxr_pneumonia.predictor.Predictor] flags every input
+(``Prediction.in_distribution``, ``Prediction.ood_score``).
 
 This module imports nothing of ``data`` or ``training``.
 """
@@ -144,7 +147,7 @@ class OODCheck:
 
         Args:
             features: Per feature layer, a ``(N, D)`` array (as
-                :func:`make_feature_function` returns them).
+                `make_feature_function` returns them).
 
         Returns:
             ``float64`` array ``(N,)``: the mean over layers of the squared
@@ -176,7 +179,7 @@ class OODCheck:
         """Whether each score is within the threshold (``nan``/``inf`` are not).
 
         Args:
-            scores: Scores from :meth:`score`.
+            scores: Scores from [`score`][cxr_pneumonia.ood.OODCheck.score].
 
         Returns:
             Boolean array, ``True`` for in-distribution inputs.
@@ -188,7 +191,7 @@ class OODCheck:
         """The JSON part stored under ``"ood"`` in ``metadata.json``.
 
         Returns:
-            A dict of plain JSON types (the arrays go to :data:`OOD_FILE`).
+            A dict of plain JSON types (the arrays go to `OOD_FILE`).
         """
         return {
             "method": self.method,
@@ -204,7 +207,7 @@ class OODCheck:
         """The arrays as an uncompressed ``.npz`` file's bytes (``float32``).
 
         Returns:
-            The file content for :data:`OOD_FILE`.
+            The file content for `OOD_FILE`.
         """
         arrays: dict[str, np.ndarray] = {}
         for i, (mean, precision) in enumerate(zip(self.means, self.precisions, strict=True)):
@@ -216,11 +219,11 @@ class OODCheck:
 
     @classmethod
     def from_parts(cls, metadata: Mapping[str, Any], data: bytes) -> OODCheck:
-        """Rebuild a check from its :meth:`to_metadata` dict and :meth:`to_bytes` content.
+        """Rebuild a check from its ``to_metadata()`` dict and ``to_bytes()`` content.
 
         Args:
             metadata: The ``"ood"`` entry of ``metadata.json``.
-            data: The content of :data:`OOD_FILE`.
+            data: The content of `OOD_FILE`.
 
         Returns:
             The check.
@@ -369,7 +372,8 @@ def feature_model(model: keras.Model, layers: Sequence[str]) -> keras.Model:
 
     Args:
         model: A functional or sequential Keras model with one input and output.
-        layers: Layer paths (see :func:`default_feature_layers`).
+        layers: Layer paths (see
+            [`default_feature_layers`][cxr_pneumonia.ood.default_feature_layers]).
 
     Returns:
         A Keras model with ``1 + len(layers)`` outputs.
@@ -495,10 +499,10 @@ def make_feature_function(
 def extract_features(
     function: Any, images: np.ndarray, *, batch_size: int = 64
 ) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Run :func:`make_feature_function`'s function over ``images`` in batches.
+    """Run `make_feature_function`'s function over ``images`` in batches.
 
     Args:
-        function: From :func:`make_feature_function`.
+        function: From `make_feature_function`.
         images: ``uint8`` array ``(N, H, W, C)`` (a memory map is fine).
         batch_size: Images per batch.
 
@@ -539,8 +543,9 @@ def fit_ood_check(
     Chest X-rays from another scanner are still chest X-rays: besides the
     images themselves, the fit and the calibration see ``shifted_copies``
     copies of each image under one acquisition shift drawn at random from
-    :data:`cxr_pneumonia.shifts.DEFAULT_SHIFTS` (gamma, contrast, brightness,
-    blur, sharpening, noise, JPEG, resolution, crops, borders, rotations).
+    [`DEFAULT_SHIFTS`][cxr_pneumonia.shifts.DEFAULT_SHIFTS] (gamma, contrast,
+    brightness, blur, sharpening, noise, JPEG, resolution, crops, borders,
+    rotations).
     Without them the features of a radiograph in a thin black border, or
     sharpened, lie as far out as those of a photo (measured on the shipped
     model: see the guide "Knowing when the model should not answer").
@@ -553,7 +558,8 @@ def fit_ood_check(
             (e.g. ``splits.images["validation"]``) on which the threshold is
             set; ``None`` sets it on the training images (which makes the
             check stricter than ``acceptance`` says on new images).
-        layers: Feature layer paths; default :func:`default_feature_layers`.
+        layers: Feature layer paths; default
+            [`default_feature_layers`][cxr_pneumonia.ood.default_feature_layers].
         acceptance: Share of calibration images (with their shifted copies)
             to accept, in ``(0.5, 1]``.
         shifted_copies: Randomly shifted copies of each image added to the fit
@@ -562,13 +568,13 @@ def fit_ood_check(
         batch_size: Images per inference batch.
 
     Returns:
-        The fitted :class:`OODCheck`.
+        The fitted [`OODCheck`][cxr_pneumonia.ood.OODCheck].
 
     Raises:
         ValueError: If an argument is invalid (too few images, wrong shape,
             unknown layer, ``acceptance`` out of range, negative copies).
 
-    Example:
+    Examples:
         >>> check = fit_ood_check(model, splits.images["train"],
         ...                       splits.images["validation"])  # doctest: +SKIP
     """

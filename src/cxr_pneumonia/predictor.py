@@ -32,12 +32,13 @@ scored, and `cxr_pneumonia.gradcam` computes the heatmap of the predicted class 
 prepared batch.
 
 Inputs that are not chest X-rays: a bundle saved with an out-of-distribution
-check (:mod:`cxr_pneumonia.ood`) makes that same forward pass also return the
-model's penultimate features; every :class:`Prediction` then says whether the
+check (`cxr_pneumonia.ood`) makes that same forward pass also return the
+model's penultimate features; every
+[`Prediction`][cxr_pneumonia.predictor.Prediction] then says whether the
 input looks like the training images (``in_distribution``) and how far it is
 (``ood_score``). The ``ood`` policy decides what happens to the others:
 ``"flag"`` (default) predicts and flags them, ``"error"`` refuses them with
-:class:`~cxr_pneumonia.exceptions.OutOfDistributionError` (or, with
+[`OutOfDistributionError`][cxr_pneumonia.exceptions.OutOfDistributionError] (or, with
 ``errors="skip"``, a Prediction whose ``error`` says so), ``"ignore"`` skips
 the check. Bundles saved without a check predict as before, with
 ``in_distribution=None``.
@@ -90,7 +91,9 @@ __all__ = [
 Errors = Literal["raise", "skip"]
 
 OODPolicy = Literal["flag", "error", "ignore"]
-"""What a Predictor does with inputs its OOD check flags: see :class:`Predictor`."""
+"""What a Predictor does with inputs its OOD check flags.
+
+See [`Predictor`][cxr_pneumonia.predictor.Predictor]."""
 
 _OOD_POLICIES = ("flag", "error", "ignore")
 _logger = logging.getLogger("cxr_pneumonia")
@@ -181,11 +184,12 @@ class Predictor:
         max_pixels: Refuse inputs with more pixels than this before decoding
             them (decompression bombs); ``None`` disables the check.
         num_workers: Decoding threads; default ``min(4, os.cpu_count())``.
-        ood_check: The out-of-distribution check (:meth:`load` reads the
+        ood_check: The out-of-distribution check
+            ([`load`][cxr_pneumonia.predictor.Predictor.load] reads the
             bundle's); ``None``: predictions are not checked.
         ood: What to do with inputs the check flags: ``"flag"`` (predict and
             set ``in_distribution=False``), ``"error"`` (refuse them with
-            :class:`~cxr_pneumonia.exceptions.OutOfDistributionError`) or
+            [`OutOfDistributionError`][cxr_pneumonia.exceptions.OutOfDistributionError]) or
             ``"ignore"`` (don't compute the check).
 
     Attributes:
@@ -295,7 +299,8 @@ class Predictor:
             max_pixels: Pixel limit checked before decoding (``None``: none).
             num_workers: Decoding threads; default ``min(4, os.cpu_count())``.
             ood: What to do with inputs the bundle's OOD check flags:
-                ``"flag"``, ``"error"`` or ``"ignore"`` (see :class:`Predictor`).
+                ``"flag"``, ``"error"`` or ``"ignore"`` (see
+                [`Predictor`][cxr_pneumonia.predictor.Predictor]).
 
         Returns:
             A ready Predictor.
@@ -333,7 +338,8 @@ class Predictor:
             max_pixels: Pixel limit checked before decoding (``None``: none).
             num_workers: Decoding threads; default ``min(4, os.cpu_count())``.
             ood: What to do with inputs that are not like chest X-rays:
-                ``"flag"``, ``"error"`` or ``"ignore"`` (see :class:`Predictor`).
+                ``"flag"``, ``"error"`` or ``"ignore"`` (see
+                [`Predictor`][cxr_pneumonia.predictor.Predictor]).
 
         Returns:
             A ready Predictor.
@@ -469,7 +475,7 @@ class Predictor:
 
         Args:
             images: ``uint8`` array ``(N, H, W, C)`` at the model's
-                :attr:`image_size` and channels (as the data pipeline yields).
+                `image_size` and channels (as the data pipeline yields).
 
         Returns:
             ``float64`` array ``(N,)``; an image is in distribution when its
