@@ -145,3 +145,19 @@ def test_killed_training_resumes_and_ends_with_a_bundle(
     bundle = save_model(model, tmp_path / "bundle")
     loaded, _ = load_bundle(bundle)
     assert [w.shape for w in loaded.get_weights()] == [w.shape for w in model.get_weights()]
+
+
+def test_a_rerun_removes_the_temporaries_a_killed_run_left(tmp_path: Path) -> None:
+    folder = tmp_path / "run"
+    folder.mkdir()
+    ours = [
+        ".run_state.json.tmp-0123456789ab",
+        ".best_val_loss.keras.tmp-0123456789ab.keras",
+        ".after_train.weights.npz.tmp-0123456789ab",
+    ]
+    foreign = [".notes.txt.tmp-0123456789ab", ".run_state.json.tmp-mine"]
+    for name in ours + foreign:
+        (folder / name).write_bytes(b"half")
+    fit(tiny_model(), make_splits(), epochs=1, checkpoint_dir=folder, verbose=0)
+    hidden = sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+    assert hidden == sorted(foreign)

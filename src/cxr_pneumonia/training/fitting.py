@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import keras
 import numpy as np
 
-from cxr_pneumonia._files import atomic_path
+from cxr_pneumonia._files import atomic_path, remove_debris
 from cxr_pneumonia.data.splits import DatasetSplits
 from cxr_pneumonia.exceptions import TrainingError
 from cxr_pneumonia.models.backbones import find_backbone, set_backbone_trainable
@@ -287,13 +287,24 @@ def _load_state(path: Path | None, model: keras.Model, resume: bool) -> dict[str
     return state
 
 
-def _clear_run(folder: Path) -> None:
-    shutil.rmtree(folder / BACKUP_DIRNAME, ignore_errors=True)
+def _run_files() -> list[str]:
     names = [STATE_FILENAME, LOG_FILENAME, BEST_LOSS_FILENAME, BEST_ACCURACY_FILENAME]
     names += [name.replace("val_", "") for name in (BEST_LOSS_FILENAME, BEST_ACCURACY_FILENAME)]
     names += [f"after_{phase}.weights.npz" for phase in _PHASES]
-    for name in names:
+    return names
+
+
+def _clear_run(folder: Path) -> None:
+    shutil.rmtree(folder / BACKUP_DIRNAME, ignore_errors=True)
+    for name in _run_files():
         (folder / name).unlink(missing_ok=True)
+
+
+def _remove_run_debris(folder: Path) -> None:
+    """Remove the temporaries a killed run left beside its files (only ours, by name)."""
+    for name in _run_files():
+        for path in remove_debris(folder, name):
+            logger.info("removed %s, left by an interrupted run", path)
 
 
 def _load_npz_weights(model: keras.Model, path: Path) -> None:
@@ -549,6 +560,7 @@ def fit(
     if folder is not None:
         folder = worker_folder(folder, strategy) if multi_worker else folder
         folder.mkdir(parents=True, exist_ok=True)
+        _remove_run_debris(folder)
         if not resume:
             _clear_run(folder)
     state_path = folder / STATE_FILENAME if folder is not None else None
