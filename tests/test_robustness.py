@@ -305,3 +305,13 @@ def test_the_shipped_model_holds_up_on_real_validation_images(shared_data: Path)
     assert report.baseline.roc_auc > 0.97
     assert report.worst("roc_auc").roc_auc > 0.9
     assert report.worst("specificity").specificity > 0.6
+
+
+def test_each_row_is_logged_as_it_is_scored(caplog: pytest.LogCaptureFixture) -> None:
+    images, labels = flat_images()
+    with caplog.at_level("INFO", logger="cxr_pneumonia"):
+        shift_report(RecordingPredictor(), (images, labels), shifts={"blur": [1.0, 2.0]})
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines[0] == "shift report: 40 images, 2 shifted copies"
+    assert lines[1].startswith("[1/2] blur 1           AUC ")
+    assert lines[2].startswith("[2/2] blur 2           AUC ")

@@ -552,15 +552,20 @@ def shift_report(
     logger.info("shift report: %d images, %d shifted copies", len(images), len(plan))
     baseline = score(images, BASELINE, 0.0)
     rows = []
-    for name, strength in plan:
+    width = len(str(len(plan)))
+    for index, (name, strength) in enumerate(plan, start=1):
         shifted = get_shift(name)(images, strength, seed=seed)
         row = score(shifted, name, strength)
-        logger.debug(
-            "%s: AUC %.4f, sensitivity %.4f, specificity %.4f",
+        logger.info(
+            "[%*d/%d] %-16s AUC %.4f  sensitivity %.4f  specificity %.4f  (%.0f s)",
+            width,
+            index,
+            len(plan),
             row.label,
             row.roc_auc,
             row.sensitivity,
             row.specificity,
+            time.perf_counter() - started,
         )
         rows.append(row)
     return ShiftReport(
