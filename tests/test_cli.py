@@ -189,7 +189,7 @@ def test_train_offers_every_augmentation_option(
     """Each field of Augmentation is a train option, and the options reach load_dataset."""
     import dataclasses
 
-    from cxr_pneumonia import cli
+    from cxr_pneumonia.cli import common
     from cxr_pneumonia.data import Augmentation
 
     code, out, _ = run("train", "--help")
@@ -199,11 +199,11 @@ def test_train_offers_every_augmentation_option(
             assert "--" + item.name.replace("_", "-") in out, item.name
     seen: dict[str, object] = {}
 
-    def fake_load_data(args: object, **options: object) -> None:
+    def fake_load_data(data: object, **options: object) -> None:
         seen.update(options)
         raise ValueError("stop here")
 
-    monkeypatch.setattr(cli, "_load_data", fake_load_data)
+    monkeypatch.setattr(common, "load_data", fake_load_data)
     code, _, err = run(
         "train", "--data-dir", tmp_path, "--out", tmp_path / "b", "--no-flip",
         "--vertical-flip", "--width-shift", "0.2", "--height-shift", "0", "--shear-degrees", "12",
@@ -737,7 +737,7 @@ def test_info_reports_versions_devices_and_cache(
     import tensorflow as tf
 
     monkeypatch.setenv("CXR_PNEUMONIA_CACHE_DIR", str(tmp_path / "my-cache"))
-    code, out, err = run("info")
+    code, out, err = run("info", "--format", "json")
     assert code == 0, err
     info = json.loads(out)
     assert info["cxr-pneumonia"] == __version__
@@ -756,3 +756,195 @@ def test_the_cli_leaves_logging_as_it_found_it(run: Run) -> None:
     run("datasets")
     assert logger.handlers == handlers
     assert logger.level == level
+
+
+def test_info_prints_a_table_by_default(run: Run) -> None:
+    code, out, err = run("info")
+    assert code == 0, err
+    header, rule, *rows = out.splitlines()
+    assert header.split() == ["item", "value"]
+    assert set(rule) <= {"-", " "}
+    assert any(row.split()[0] == "cxr-pneumonia" and row.split()[1] == __version__ for row in rows)
+
+
+# --- one output convention, options declared once -----------------------------------------
+
+
+@pytest.mark.parametrize("command", ["datasets", "models"])
+def test_registries_print_json_on_request(run: Run, command: str) -> None:
+    code, out, err = run(command, "--format", "json")
+    assert code == 0, err
+    names = [record["name"] for record in json.loads(out)]
+    assert "kermany2018" in names or "cnn-small" in names
+
+
+def test_summary_prints_json_on_request(run: Run, data_dir: Path, cache_dir: Path) -> None:
+    code, out, err = run(
+        "summary", "--data-dir", data_dir, "--cache-dir", cache_dir, "--image-size", "32",
+        "--no-progress", "--format", "json",
+    )  # fmt: skip
+    assert code == 0, err
+    record = json.loads(out)
+    assert record["image_size"] == [32, 32]
+    assert sum(record["class_counts"]["test"].values()) == 2 * PER_FOLDER
+
+
+def test_tables_are_drawn_with_rich_on_a_terminal(
+    run: Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cxr_pneumonia.cli import output
+
+    monkeypatch.setattr(output, "is_terminal", lambda: True)
+    code, out, err = run("models")
+    assert code == 0, err
+    assert "━" in out or "─" in out  # a rich table's rules
+    assert "cnn-small" in out
+
+
+def every_command() -> list[tuple[str, object]]:
+    from cxr_pneumonia.cli import cli
+
+    return sorted(cli.commands.items())
+
+
+@pytest.mark.parametrize(("name", "command"), every_command())
+def test_every_option_says_what_it_does_and_its_default(name: str, command: object) -> None:
+    import click
+
+    assert isinstance(command, click.Command)
+    assert command.help, name
+    assert "Examples:" in (command.epilog or ""), f"{name} has no example"
+    assert "cxr-pneumonia " + name in (command.epilog or "")
+    for param in command.params:
+        if not isinstance(param, click.Option) or param.name == "help":
+            continue
+        flag = param.opts[0]
+        assert param.help, f"{name} {flag} has no help"
+        assert param.required or param.show_default is not False or param.is_flag, (
+            f"{name} {flag} does not show its default"
+        )
+
+
+@pytest.mark.parametrize(
+    ("command", "option", "function", "parameter"),
+    [
+        ("train", "epochs", "cxr_pneumonia.training.fitting:fit", "epochs"),
+        ("train", "learning_rate", "cxr_pneumonia.training.fitting:fit", "learning_rate"),
+        ("train", "optimizer", "cxr_pneumonia.training.fitting:fit", "optimizer"),
+        ("train", "fine_tune_learning_rate", "cxr_pneumonia.training.fitting:fit",
+         "fine_tune_learning_rate"),
+        ("train", "batch_size", "cxr_pneumonia.data.loading:load_dataset", "batch_size"),
+        ("train", "color_mode", "cxr_pneumonia.data.loading:load_dataset", "color_mode"),
+        ("train", "validation_fraction", "cxr_pneumonia.data.loading:load_dataset",
+         "validation_fraction"),
+        ("train", "target_sensitivity", "cxr_pneumonia.evaluation.thresholds:choose_threshold",
+         "target_sensitivity"),
+        ("train", "warmup_epochs", "cxr_pneumonia.training.callbacks:warmup_cosine_decay",
+         "warmup"),
+        ("explain", "alpha", "cxr_pneumonia.predictor:Predictor.explain", "alpha"),
+        ("predict", "batch_size", "cxr_pneumonia.predictor:Predictor.__init__", "batch_size"),
+        ("evaluate", "validation_fraction", "cxr_pneumonia.data.loading:load_dataset",
+         "validation_fraction"),
+    ],
+)  # fmt: skip
+def test_library_options_take_the_library_default(
+    command: str, option: str, function: str, parameter: str
+) -> None:
+    """The option's default is the function's: read from its source, checked by importing it."""
+    import importlib
+    import inspect
+
+    from cxr_pneumonia.cli import cli
+
+    module, _, qualname = function.partition(":")
+    target: object = importlib.import_module(module)
+    for part in qualname.split("."):
+        target = getattr(target, part)
+    expected = inspect.signature(target).parameters[parameter].default  # type: ignore[arg-type]
+    param = next(p for p in cli.commands[command].params if p.name == option)
+    assert param.default == expected
+
+
+def test_option_ranges_come_from_the_docstring() -> None:
+    from cxr_pneumonia.cli import cli
+
+    def kind(command: str, option: str) -> object:
+        return next(p for p in cli.commands[command].params if p.name == option).type
+
+    # load_dataset: "validation_fraction ... in ``[0, 1)``"; fit: "epochs (``>= 1``)".
+    assert kind("train", "validation_fraction").requirement() == "must be in [0, 1)"  # type: ignore[attr-defined]
+    assert kind("train", "epochs").requirement() == "must be a positive integer"  # type: ignore[attr-defined]
+    assert kind("explain", "alpha").requirement() == "must be between 0 and 1"  # type: ignore[attr-defined]
+
+
+def test_library_option_refuses_a_parameter_the_function_lacks() -> None:
+    from cxr_pneumonia.cli.options import library_option
+
+    with pytest.raises(TypeError, match="has no parameter 'epoch'"):
+        library_option("cxr_pneumonia.training.fitting:fit", "epoch")
+
+
+def test_declaring_the_options_starts_no_tensorflow() -> None:
+    code = (
+        "import sys, cxr_pneumonia.cli; "
+        "print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+# --- issue 15: evaluation sets without split folders, weights checked first ----------------
+
+
+def test_evaluate_scores_every_image_of_a_plain_folder(
+    run: Run, bundle: Path, workspace: Path, cache_dir: Path
+) -> None:
+    plain = workspace / "plain"
+    if not plain.exists():
+        for label, name in ((0, "NORMAL"), (1, "PNEUMONIA")):
+            (plain / name).mkdir(parents=True)
+            for k in range(PER_FOLDER):
+                stem = f"IM-{k + 300:04d}-0001" if label == 0 else f"person{k + 300}_virus_{k}"
+                Image.fromarray(synthetic_xray(label, size=40, seed=300 + k)).save(
+                    plain / name / f"{stem}.png"
+                )
+    code, out, err = run(
+        "evaluate", bundle, "--data-dir", plain, "--cache-dir", cache_dir, "--no-progress",
+        "--format", "json",
+    )  # fmt: skip
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["split"] == "all"
+    assert report["n"] == 2 * PER_FOLDER  # none held back as validation
+
+    from cxr_pneumonia import evaluate, load_dataset
+
+    splits = load_dataset(
+        data_dir=plain, cache_dir=cache_dir, image_size=(32, 32), progress=False, augment=False
+    )
+    with Predictor.load(bundle) as predictor:
+        assert evaluate(predictor, splits).n == 2 * PER_FOLDER
+        assert evaluate(predictor, splits, split="train").n < 2 * PER_FOLDER
+
+
+def test_train_checks_backbone_weights_before_decoding_data(
+    run: Run, data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import keras
+
+    from cxr_pneumonia.cli import common
+
+    def offline(*args: object, **kwargs: object) -> str:
+        raise OSError("network unreachable")
+
+    loaded: list[object] = []
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    monkeypatch.setattr(keras.utils, "get_file", offline)
+    monkeypatch.setattr(common, "load_data", lambda *a, **k: loaded.append(a))
+    code, _, err = run(
+        "train", "--data-dir", data_dir, "--model", "densenet121", "--out", tmp_path / "b"
+    )
+    assert code == 1
+    assert "--weights none" in err
+    assert "weights=None" not in err
+    assert loaded == []  # refused before a single image was decoded

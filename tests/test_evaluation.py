@@ -370,7 +370,39 @@ def test_evaluate_dataset_splits(tiny_model, tiny_data, expected_scores) -> None
     with pytest.raises(ValueError, match="no 'validation' split; it has: train, test"):
         evaluate(tiny_model, _splits(images, labels, test=True), split="validation")
     with pytest.raises(ValueError, match="no 'test' split; it has: train"):
-        evaluate(tiny_model, _splits(images, labels, test=False))
+        evaluate(tiny_model, _splits(images, labels, test=False), split="test")
+    with pytest.raises(ValueError, match=r"unknown split 'tests'; choose one of: .*all"):
+        evaluate(tiny_model, _splits(images, labels, test=False), split="tests")
+
+
+def test_evaluate_without_a_test_split_scores_every_image(tiny_model, tiny_data) -> None:
+    """A folder without split sub-folders is an evaluation set: nothing is held back."""
+    import tensorflow as tf
+
+    images, labels = tiny_data
+    parts = {"train": slice(0, 12), "validation": slice(12, None)}
+    splits = DatasetSplits(
+        train=tf.data.Dataset.from_tensor_slices((images[:12], labels[:12])).batch(8),
+        validation=tf.data.Dataset.from_tensor_slices((images[12:], labels[12:])).batch(8),
+        test=None,
+        files={s: tuple(f"tiny/{i}" for i in range(len(labels))[k]) for s, k in parts.items()},
+        labels={s: labels[k] for s, k in parts.items()},
+        patients={s: tuple(str(i) for i in range(len(labels))[k]) for s, k in parts.items()},
+        images={s: images[k] for s, k in parts.items()},
+        class_weight={0: 1.0, 1: 1.0},
+        image_size=(SIZE, SIZE),
+        color_mode="grayscale",
+        batch_size=8,
+        source="tiny",
+        seed=0,
+    )
+    report = evaluate(tiny_model, splits)
+    assert report.n == len(labels)  # train and validation: every image
+    np.testing.assert_array_equal(report.labels, labels)
+    reference = evaluate(tiny_model, (images, labels))
+    np.testing.assert_allclose(report.scores, reference.scores, rtol=1e-6)
+    assert evaluate(tiny_model, splits, split="all").n == len(labels)
+    assert evaluate(tiny_model, splits, split="train").n == 12
 
 
 def test_evaluate_train_split_never_augments(tiny_model, tiny_data, expected_scores) -> None:

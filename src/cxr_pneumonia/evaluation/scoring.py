@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 
-from cxr_pneumonia.data.splits import CLASS_NAMES, DatasetSplits
+from cxr_pneumonia.data.splits import CLASS_NAMES, SPLIT_NAMES, DatasetSplits
 from cxr_pneumonia.evaluation.inputs import check_threshold
 from cxr_pneumonia.evaluation.report import EvaluationReport, build_report
 from cxr_pneumonia.outputs import positive_probability
@@ -27,7 +27,7 @@ from cxr_pneumonia.outputs import positive_probability
 if TYPE_CHECKING:
     import tensorflow as tf
 
-__all__ = ["EvaluationData", "evaluate"]
+__all__ = ["EvaluationData", "evaluate", "resolve_split"]
 
 DEFAULT_BATCH_SIZE = 32
 
@@ -35,22 +35,52 @@ EvaluationData = Union[DatasetSplits, "tf.data.Dataset", tuple[np.ndarray, np.nd
 """What [`evaluate`][cxr_pneumonia.evaluation.scoring.evaluate] accepts as data."""
 
 
+def resolve_split(data: DatasetSplits, split: str | None) -> str:
+    """The split [`evaluate`][cxr_pneumonia.evaluation.scoring.evaluate] scores.
+
+    ``split`` itself, or for ``None``: ``"test"`` when the data has one, else
+    ``"all"``.
+
+    Args:
+        data: The data set.
+        split: A split name, ``"all"``, or ``None`` for the default.
+
+    Returns:
+        ``"train"``, ``"validation"``, ``"test"`` or ``"all"``.
+
+    Raises:
+        ValueError: If ``split`` is none of these.
+    """
+    if split is None:
+        return "test" if data.test is not None else "all"
+    if split != "all" and split not in SPLIT_NAMES:
+        msg = f"unknown split {split!r}; choose one of: {', '.join((*SPLIT_NAMES, 'all'))}"
+        raise ValueError(msg)
+    return split
+
+
 def _batches(
-    data: Any, *, split: str, batch_size: int | None
+    data: Any, *, split: str | None, batch_size: int | None
 ) -> tuple[Iterator[tuple[np.ndarray, np.ndarray]], tuple[str, ...] | None]:
     """Turn ``data`` into an iterator of ``(images, labels)`` numpy batches.
 
     Returns the iterator and the data's class names, if it knows them.
     """
     if isinstance(data, DatasetSplits):
-        dataset = data.dataset(split)  # ValueError naming the present splits
-        images, labels = data.images.get(split), data.labels.get(split)
+        chosen = resolve_split(data, split)
+        size = batch_size if batch_size is not None else data.batch_size
+        if chosen == "all":
+            parts = [name for name in SPLIT_NAMES if name in data.labels]
+            every = np.concatenate([data.images[name] for name in parts])
+            every_label = np.concatenate([data.labels[name] for name in parts])
+            return _array_batches(every, every_label, size), tuple(data.class_names)
+        dataset = data.dataset(chosen)  # ValueError naming the present splits
+        images, labels = data.images.get(chosen), data.labels.get(chosen)
         if images is not None and labels is not None:
             # The decoded images as they are: the training pipeline augments and
             # shuffles, and evaluation must neither (two calls, one figure).
-            size = batch_size if batch_size is not None else data.batch_size
             return _array_batches(images, labels, size), tuple(data.class_names)
-        if split == "train":
+        if chosen == "train":
             msg = (
                 "this DatasetSplits has no decoded training images (data.images['train']) "
                 "to evaluate unaugmented; pass (images, labels) arrays instead"
@@ -156,7 +186,7 @@ def evaluate(
     model_or_predictor: Any,
     data: EvaluationData,
     *,
-    split: str = "test",
+    split: str | None = None,
     threshold: float | None = None,
     batch_size: int | None = None,
 ) -> EvaluationReport:
@@ -180,10 +210,25 @@ def evaluate(
             batched or not, or a tuple ``(images, labels)`` of arrays. Images
             must already have the model's input size and color mode.
         split: Which split of a ``DatasetSplits`` to use: ``"train"``,
-            ``"validation"`` or ``"test"``. Ignored for other data. The
-            split's decoded images are scored as they are, in file order:
-            evaluation never augments, also for ``"train"``, whose training
-            pipeline does.
+        chosen = resolve_split(data, split)
+        size = batch_size if batch_size is not None else data.batch_size
+        if chosen == "all":
+            parts = [name for name in SPLIT_NAMES if name in data.labels]
+            every = np.concatenate([data.images[name] for name in parts])
+            every_label = np.concatenate([data.labels[name] for name in parts])
+            return _array_batches(every, every_label, size), tuple(data.class_names)
+        dataset = data.dataset(chosen)  # ValueError naming the present splits
+        images, labels = data.images.get(chosen), data.labels.get(chosen)
+        if images is not None and labels is not None:
+            # The decoded images as they are: the training pipeline augments and
+            # shuffles, and evaluation must neither (two calls, one figure).
+            return _array_batches(images, labels, size), tuple(data.class_names)
+        if chosen == "train":
+            msg = (
+                "this DatasetSplits has no decoded training images (data.images['train']) "
+                "to evaluate unaugmented; pass (images, labels) arrays instead"
+            )
+            raise ValueError(msg)
         threshold: Decision threshold in ``[0, 1]`` (PNEUMONIA when
             ``score >= threshold``). ``None`` uses the predictor's
             ``threshold`` attribute if it has one, else 0.5.
