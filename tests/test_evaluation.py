@@ -63,6 +63,20 @@ def test_choose_threshold_exact_fraction_is_not_lost_to_rounding() -> None:
     assert choose_threshold(labels, scores, target_sensitivity=0.97) == scores[3]
 
 
+def test_choose_threshold_matches_counting_the_positives() -> None:
+    """scikit-learn's roc_curve gives what counting the k highest positives gives, ties too."""
+    rng = np.random.default_rng(7)
+    for _ in range(200):
+        n = int(rng.integers(2, 60))
+        labels = rng.integers(0, 2, n)
+        labels[0] = 1
+        scores = np.round(rng.random(n), int(rng.integers(1, 3)))  # many ties
+        target = float(rng.choice([0.5, 0.8, 0.9, 0.97, 1.0, rng.random() or 0.1]))
+        positives = np.sort(scores[labels == 1])[::-1]
+        k = int(np.argmax(np.arange(1, len(positives) + 1) / len(positives) >= target)) + 1
+        assert choose_threshold(labels, scores, target_sensitivity=target) == positives[k - 1]
+
+
 def test_choose_threshold_is_the_highest_meeting_the_target() -> None:
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 2, size=300)

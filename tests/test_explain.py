@@ -124,6 +124,19 @@ def test_explain_uses_the_predicted_class(predictor: Predictor) -> None:
     np.testing.assert_allclose(result.heatmap, expected / expected.max(), atol=1e-5)
 
 
+def test_jet_colormap_is_matplotlibs_jet() -> None:
+    matplotlib = pytest.importorskip("matplotlib")
+    rng = np.random.default_rng(0)
+    for values in (
+        np.linspace(0.0, 1.0, 10_001),
+        rng.random(50_000).astype(np.float32),
+        np.arange(257, dtype=np.float32) / 256,  # every table edge
+    ):
+        expected = matplotlib.colormaps["jet"](values, bytes=True)[..., :3]
+        np.testing.assert_array_equal(jet_colormap(values), expected)
+    np.testing.assert_array_equal(jet_colormap(np.array([-1.0, 2.0])), jet_colormap([0.0, 1.0]))
+
+
 def test_jet_colormap() -> None:
     colors = jet_colormap(np.array([0.0, 0.5, 1.0]))
     assert colors.dtype == np.uint8

@@ -201,7 +201,12 @@ def conv_layer_names(model: keras.Model) -> list[str]:
 
 
 def jet_colormap(values: np.ndarray) -> np.ndarray:
-    """Map values in ``[0, 1]`` to jet-like RGB colors (blue - cyan - yellow - red).
+    """Map values in ``[0, 1]`` to matplotlib's ``jet`` colors (blue - cyan - yellow - red).
+
+    The same bytes as ``matplotlib.colormaps["jet"](values, bytes=True)[..., :3]``
+    (a 256-entry table interpolated from matplotlib's own ``jet`` segment data),
+    without importing matplotlib, an optional extra that only
+    [`plots`][cxr_pneumonia.plots] imports.
 
     Args:
         values: Float array of any shape, clipped to ``[0, 1]``.
@@ -209,10 +214,31 @@ def jet_colormap(values: np.ndarray) -> np.ndarray:
     Returns:
         ``uint8`` array of shape ``values.shape + (3,)``.
     """
-    v = np.clip(np.asarray(values, dtype=np.float32), 0.0, 1.0)[..., np.newaxis]
-    centers = np.array([0.75, 0.5, 0.25], dtype=np.float32)  # red, green, blue
-    rgb = np.clip(1.5 - np.abs(4.0 * (v - centers)), 0.0, 1.0)
-    return np.rint(rgb * 255.0).astype(np.uint8)
+    v = np.asarray(values)
+    if v.dtype.kind != "f":
+        v = v.astype(np.float64)
+    v = np.clip(v, 0.0, 1.0)
+    index = np.minimum((v * _JET_LUT.shape[0]).astype(np.int64), _JET_LUT.shape[0] - 1)
+    return _JET_LUT[index]
+
+
+def _jet_table(size: int = 256) -> np.ndarray:
+    """matplotlib's ``jet`` as a ``uint8`` table (its ``_jet_data``, linearly interpolated)."""
+    segments = {  # (x, value) per channel, from matplotlib._cm._jet_data
+        "red": ((0.0, 0.0), (0.35, 0.0), (0.66, 1.0), (0.89, 1.0), (1.0, 0.5)),
+        "green": ((0.0, 0.0), (0.125, 0.0), (0.375, 1.0), (0.64, 1.0), (0.91, 0.0), (1.0, 0.0)),
+        "blue": ((0.0, 0.5), (0.11, 1.0), (0.34, 1.0), (0.65, 0.0), (1.0, 0.0)),
+    }
+    x = np.linspace(0.0, 1.0, size)
+    columns = []
+    for channel in ("red", "green", "blue"):
+        points = np.asarray(segments[channel], dtype=np.float64)
+        columns.append(np.interp(x, points[:, 0], points[:, 1]))
+    table = np.stack(columns, axis=-1)
+    return (table * 255).astype(np.uint8)  # truncated, as matplotlib's bytes=True
+
+
+_JET_LUT = _jet_table()
 
 
 def resize_heatmap(heatmap: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -739,7 +739,7 @@ def _dicom_monochrome(pixels: np.ndarray, dataset: Any, *, invert: bool) -> Imag
     values = np.asarray(apply_modality_lut(pixels, dataset), dtype=np.float64)
     window = _window(dataset)
     if window is not None:
-        unit = _apply_window(values, *window)
+        unit = _apply_window(values, dataset, *window)
     elif dataset.get("VOILUTSequence"):
         # A VOI LUT indexes integers and outputs 0 .. 2**bits - 1 (PS3.3 C.11.2.1.1).
         mapped = apply_voi_lut(np.rint(values).astype(np.int64), dataset, prefer_lut=True)
@@ -763,19 +763,30 @@ def _window(dataset: Any) -> tuple[float, float, str] | None:
     return center, width, function
 
 
-def _apply_window(values: np.ndarray, center: float, width: float, function: str) -> np.ndarray:
-    """Map ``values`` through a DICOM window (PS3.3 C.11.2.1.2-3) onto ``[0, 1]``."""
-    if function == "SIGMOID":
-        return 1.0 / (1.0 + np.exp(-4.0 * (values - center) / width))
-    if function == "LINEAR_EXACT":
-        return (values - center) / width + 0.5
-    if width < 1:  # LINEAR needs width >= 1
-        width = 1.0
-    lower = center - 0.5 - (width - 1) / 2
-    upper = center - 0.5 + (width - 1) / 2
-    if upper <= lower:  # width 1: a threshold
-        return (values > lower).astype(np.float64)
-    return (values - lower) / (upper - lower)
+def _apply_window(
+    values: np.ndarray, dataset: Any, center: float, width: float, function: str
+) -> np.ndarray:
+    """Map ``values`` through the DICOM window (PS3.3 C.11.2.1.2-3) onto ``[0, 1]``.
+
+    pydicom's ``apply_windowing`` does the mapping, onto an output range it
+    derives from the bits and rescale; two probes (``-inf`` and ``+inf``, which
+    every window function sends to the ends of that range) give the range, so
+    the result is scaled to ``[0, 1]`` without repeating pydicom's rules.
+    """
+    from pydicom.pixels import apply_windowing
+
+    if function not in ("LINEAR", "LINEAR_EXACT", "SIGMOID"):
+        function = "LINEAR"  # the standard's default for an unknown or empty function
+    if function == "LINEAR" and width < 1:
+        width = 1.0  # LINEAR needs width >= 1 (pydicom refuses less): read as a threshold
+    window = dataset.copy()
+    window.WindowCenter, window.WindowWidth, window.VOILUTFunction = center, width, function
+    window.BitsStored = int(dataset.get("BitsStored") or dataset.get("BitsAllocated") or 16)
+    window.PixelRepresentation = int(dataset.get("PixelRepresentation", 0) or 0)
+    probes = np.concatenate([values.reshape(-1), [-np.inf, np.inf]])
+    mapped = np.asarray(apply_windowing(probes, window), dtype=np.float64)
+    low, high = mapped[-2], mapped[-1]
+    return ((mapped[:-2] - low) / (high - low)).reshape(values.shape)
 
 
 def _stored_range(dataset: Any, values: np.ndarray) -> tuple[float, float]:

@@ -355,7 +355,13 @@ def build_report(
     Warns:
         UserWarning: When only one class is present (ROC and PR AUC are NaN).
     """
-    from sklearn.metrics import average_precision_score, classification_report, roc_auc_score
+    from sklearn.metrics import (
+        average_precision_score,
+        classification_report,
+        confusion_matrix,
+        precision_recall_fscore_support,
+        roc_auc_score,
+    )
 
     y, s = as_labels_and_scores(labels, scores)
     check_probabilities(s)
@@ -366,14 +372,16 @@ def build_report(
         raise ValueError(msg)
 
     predicted = (s >= t).astype(np.int64)
-    tp = int(np.count_nonzero((predicted == 1) & (y == 1)))
-    tn = int(np.count_nonzero((predicted == 0) & (y == 0)))
-    fp = int(np.count_nonzero((predicted == 1) & (y == 0)))
-    fn = int(np.count_nonzero((predicted == 0) & (y == 1)))
+    confusion = np.asarray(confusion_matrix(y, predicted, labels=[0, 1]), dtype=np.int64)
+    (tn, fp), (fn, tp) = confusion.tolist()
     n = len(y)
-    precision = _ratio(tp, tp + fp)
-    recall = _ratio(tp, tp + fn)
-    f1 = _ratio(2 * tp, 2 * tp + fp + fn)
+    # Per class, NORMAL first: the recall of NORMAL is the specificity. zero_division=0
+    # reports 0.0 for an empty denominator (e.g. no predicted positive), without a warning.
+    precisions, recalls, f1s, _ = precision_recall_fscore_support(
+        y, predicted, labels=[0, 1], average=None, zero_division=0
+    )
+    precision, recall, f1 = float(precisions[1]), float(recalls[1]), float(f1s[1])
+    specificity = float(recalls[0])
 
     if tp + fn == 0 or tn + fp == 0:
         present = names[1] if tn + fp == 0 else names[0]
@@ -388,7 +396,6 @@ def build_report(
         roc_auc = float(roc_auc_score(y, s))
         pr_auc = float(average_precision_score(y, s))
 
-    confusion = np.array([[tn, fp], [fn, tp]], dtype=np.int64)
     confusion.setflags(write=False)
     y = y.copy()
     s = s.copy()
@@ -401,7 +408,7 @@ def build_report(
         accuracy=(tp + tn) / n,
         precision=precision,
         recall=recall,
-        specificity=_ratio(tn, tn + fp),
+        specificity=specificity,
         f1=f1,
         roc_auc=roc_auc,
         pr_auc=pr_auc,
@@ -415,8 +422,3 @@ def build_report(
         scores=s,
         class_names=(names[0], names[1]),
     )
-
-
-def _ratio(numerator: int, denominator: int) -> float:
-    """``numerator / denominator``, or 0.0 for a zero denominator (``zero_division=0``)."""
-    return numerator / denominator if denominator else 0.0

@@ -6,6 +6,7 @@ in `cxr_pneumonia.evaluation`.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -63,16 +64,22 @@ def choose_threshold(
         msg = f"target_sensitivity must be in (0, 1]; got {target_sensitivity!r}"
         raise ValueError(msg)
     y, s = as_labels_and_scores(labels, scores)
-    positives = np.sort(s[y == 1])[::-1]
-    n_positive = len(positives)
+    n_positive = int(np.count_nonzero(y == 1))
     if n_positive == 0:
         msg = (
             f"no positive (PNEUMONIA, label 1) example among {len(y)}; sensitivity is "
             "undefined, so no threshold can be chosen. Use data that contains both classes."
         )
         raise ValueError(msg)
-    # Sensitivity when the k highest positives are caught is k / P, computed
-    # exactly as the report computes it (tp / P), so the two always agree.
-    reached = np.arange(1, n_positive + 1) / n_positive >= target
-    k = int(np.argmax(reached)) + 1
-    return float(positives[k - 1])
+    from sklearn.exceptions import UndefinedMetricWarning
+    from sklearn.metrics import roc_curve
+
+    # Every distinct score is a candidate (drop_intermediate=False), highest first,
+    # with its sensitivity tp / P counted with the same ">=" as the report; the first
+    # one that reaches the target is the highest such threshold.
+    with warnings.catch_warnings():
+        # Without a negative example the false-positive rate is undefined; unused here.
+        warnings.simplefilter("ignore", UndefinedMetricWarning)
+        _, sensitivity, thresholds = roc_curve(y, s, drop_intermediate=False)
+    reached = np.flatnonzero(sensitivity >= target)
+    return float(thresholds[reached[0]])
