@@ -31,7 +31,11 @@ NO_TENSORFLOW = frozenset({"datasets", "download"})
 
 @click.group(
     name=PROG,
-    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    context_settings={
+        "help_option_names": ["-h", "--help"],
+        "max_content_width": 100,
+        "terminal_width": 100,
+    },
     epilog="""\b
 Exit codes: 0 success, 1 some inputs or the operation failed, 2 usage error.
 
