@@ -206,7 +206,7 @@ def jet_colormap(values: np.ndarray) -> np.ndarray:
     The same bytes as ``matplotlib.colormaps["jet"](values, bytes=True)[..., :3]``
     (a 256-entry table interpolated from matplotlib's own ``jet`` segment data),
     without importing matplotlib, an optional extra that only
-    [`plots`][cxr_pneumonia.plots] imports.
+    ``cxr_pneumonia.plots`` imports.
 
     Args:
         values: Float array of any shape, clipped to ``[0, 1]``.

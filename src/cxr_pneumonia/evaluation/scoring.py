@@ -210,25 +210,13 @@ def evaluate(
             batched or not, or a tuple ``(images, labels)`` of arrays. Images
             must already have the model's input size and color mode.
         split: Which split of a ``DatasetSplits`` to use: ``"train"``,
-        chosen = resolve_split(data, split)
-        size = batch_size if batch_size is not None else data.batch_size
-        if chosen == "all":
-            parts = [name for name in SPLIT_NAMES if name in data.labels]
-            every = np.concatenate([data.images[name] for name in parts])
-            every_label = np.concatenate([data.labels[name] for name in parts])
-            return _array_batches(every, every_label, size), tuple(data.class_names)
-        dataset = data.dataset(chosen)  # ValueError naming the present splits
-        images, labels = data.images.get(chosen), data.labels.get(chosen)
-        if images is not None and labels is not None:
-            # The decoded images as they are: the training pipeline augments and
-            # shuffles, and evaluation must neither (two calls, one figure).
-            return _array_batches(images, labels, size), tuple(data.class_names)
-        if chosen == "train":
-            msg = (
-                "this DatasetSplits has no decoded training images (data.images['train']) "
-                "to evaluate unaugmented; pass (images, labels) arrays instead"
-            )
-            raise ValueError(msg)
+            ``"validation"``, ``"test"``, or ``"all"`` (every image of every
+            split). ``None``: ``"test"`` when the data has one, else
+            ``"all"``: a folder without split sub-folders is an evaluation
+            set, and every image of it is scored. Ignored for other data.
+            The decoded images are scored as they are, in file order:
+            evaluation never augments, also for ``"train"``, whose training
+            pipeline does.
         threshold: Decision threshold in ``[0, 1]`` (PNEUMONIA when
             ``score >= threshold``). ``None`` uses the predictor's
             ``threshold`` attribute if it has one, else 0.5.
