@@ -229,6 +229,24 @@ def test_nothing_imports_the_cli() -> None:
     assert offenders == []
 
 
+def test_only_plots_imports_matplotlib() -> None:
+    """matplotlib is the optional ``plot`` extra: the core works without it."""
+    offenders = []
+    for name, path in MODULES.items():
+        if name == "cxr_pneumonia.plots":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            modules = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            offenders += [f"{name}:{node.lineno}" for m in modules if m.startswith("matplotlib")]
+    assert offenders == []
+
+
 # --------------------------------------------------------------------------- public names
 
 
