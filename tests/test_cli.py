@@ -624,6 +624,29 @@ def test_export_both_formats_agree_with_the_bundle(
 # --- train: failures before any training ------------------------------------------------
 
 
+def test_train_deterministic_reaches_fit_with_the_seed(
+    run: Run, data_dir: Path, cache_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import cxr_pneumonia.training as training
+
+    seen: dict[str, object] = {}
+
+    def fake_fit(model: object, data: object, **options: object) -> None:
+        seen.update(options)
+        msg = "stop here"
+        raise RuntimeError(msg)
+
+    monkeypatch.setattr(training, "fit", fake_fit)
+    monkeypatch.setenv("CXR_PNEUMONIA_CACHE_DIR", str(cache_dir))
+    with pytest.raises(RuntimeError, match="stop here"):
+        run(
+            "train", "--data-dir", data_dir, "--epochs", "1", "--seed", "3", "--deterministic",
+            "--out", tmp_path / "b",
+        )  # fmt: skip
+    assert seen["deterministic"] is True
+    assert seen["seed"] == 3
+
+
 def test_train_refuses_an_existing_bundle_before_training(
     run: Run, bundle: Path, data_dir: Path
 ) -> None:

@@ -225,6 +225,12 @@ Examples:
     help="start over instead of resuming the run in --checkpoint-dir",
 )
 @library_option(_LOAD, "seed", help="seed of the data split, shuffling, augmentation and weights")
+@library_option(
+    _FIT,
+    "deterministic",
+    is_flag=True,
+    help="deterministic TensorFlow ops: the same --seed gives the same weights (slower)",
+)
 @option("--out", required=True, metavar="BUNDLE", type=click.Path(), help="bundle folder to write")
 @option("--overwrite", is_flag=True, help="replace an existing bundle (only a bundle)")
 @click.pass_context
@@ -279,6 +285,7 @@ def train(ctx: click.Context, data: common.DataChoice, **args: Any) -> int:
         "callbacks": _schedule_callbacks(args),
         "fine_tune_epochs": args["fine_tune_epochs"],
         "fine_tune_learning_rate": args["fine_tune_learning_rate"],
+        "deterministic": args["deterministic"],
         "verbose": 1 if sys.stdout.isatty() else 2,  # no progress-bar redraws in log files
     }
     model_name = args["model_name"]
