@@ -119,6 +119,38 @@ def test_matrices_match_the_per_image_formula(aug):
     np.testing.assert_array_equal(got[:, 6:], 0.0)
 
 
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize(
+    ("fill_mode", "fill_value"), [("nearest", 0.0), ("constant", 7.0), ("constant", 7.5)]
+)
+@pytest.mark.parametrize("dtype", ["uint8", "float32"])
+def test_warp_matches_tensorflows_projective_transform(channels, fill_mode, fill_value, dtype):
+    """The compiled gather warp is TensorFlow's bilinear kernel, up to float rounding."""
+    import tensorflow as tf
+
+    from cxr_pneumonia.data.augment import warp_bilinear
+
+    images = np.random.default_rng(channels).integers(0, 256, (24, 20, 26, channels))
+    aug = Augmentation(rotation=40, shift=0.4, zoom=0.5, shear=0.4, vertical_flip=True)
+    u, v = draw_uniforms(24, tf.constant([3, 9], tf.int64))
+    transforms = transform_matrices(u, v, aug, 20, 26)
+    want = tf.raw_ops.ImageProjectiveTransformV3(
+        images=tf.constant(images, tf.float32),
+        transforms=transforms,
+        output_shape=[20, 26],
+        fill_value=fill_value,
+        interpolation="BILINEAR",
+        fill_mode=fill_mode.upper(),
+    ).numpy()
+    compiled = tf.function(warp_bilinear, jit_compile=True)
+    got = compiled(
+        tf.constant(images, dtype), transforms, fill_mode=fill_mode, fill_value=fill_value
+    ).numpy()
+    np.testing.assert_allclose(got, want, atol=2e-3)
+    if fill_mode == "constant":  # the warps do reach outside the image
+        assert (np.abs(got - fill_value) < 1e-4).any()
+
+
 def test_default_draws_are_unchanged_by_the_later_options():
     """Old recipes give the same batches: the first draws ignore the new options."""
     images = np.random.default_rng(0).integers(0, 256, (6, 12, 14, 1), dtype=np.uint8)
