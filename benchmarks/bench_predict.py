@@ -7,13 +7,20 @@ Measures, on the same files in the same run:
 * ``latency_ms_p50`` / ``latency_ms_p95``: one ``predict(path)`` call at a time;
 * ``cold_start_s``: import + ``Predictor.load`` + first prediction, in a fresh
   subprocess;
-* ``decode_only_images_per_s``: ``prepare_image`` alone on the same thread pool
-  (the upper bound the Predictor can approach);
+* ``decode_only_images_per_s``: ``prepare_image`` alone on the same thread pool;
+* ``model_only_images_per_s``: ``Predictor.predict_arrays`` on the decoded
+  pixels (inference alone, same batches);
+* ``ratio_predictor_vs_sum_bound``: the Predictor against doing the two stages
+  one after the other (``1 / (1/decode + 1/model)``); above 1 means decoding
+  overlaps inference. ``ratio_predictor_vs_slower_stage``: against the slower
+  stage alone, the bound with perfect overlap (reached only where the stages
+  don't share cores);
 * ``notebook_loop_images_per_s``: the notebooks' loop (PIL open, convert,
   resize, ``model.predict`` on one image at a time);
 * ``peak_rss_mb`` of this process, and the ratios.
 
-Usage::
+The load average is printed before and after; a busy machine is refused
+unless ``--allow-busy`` (then the figures are flagged). Usage::
 
     python benchmarks/bench_predict.py                 # cnn-small, random weights
     python benchmarks/bench_predict.py --model bundles/cnn-v1 --n 400
@@ -22,7 +29,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import subprocess
@@ -32,6 +38,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import _machine
 import numpy as np
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "fullres-sample"
@@ -56,6 +63,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=None, help="decoding threads")
     parser.add_argument("--latency-n", type=int, default=30, help="single-image calls timed")
     parser.add_argument("--loop-n", type=int, default=50, help="images in the notebook loop")
+    parser.add_argument("--repeats", type=int, default=3, help="timed end-to-end runs (median)")
+    _machine.add_arguments(parser)
     return parser.parse_args()
 
 
@@ -81,6 +90,7 @@ def cold_start(bundle: Path, file: Path) -> float:
 
 def main() -> None:
     args = parse_args()
+    record = _machine.start("bench_predict", allow_busy=args.allow_busy)
     files = sorted(p for p in args.data.rglob("*") if p.suffix.lower() in {".jpeg", ".jpg"})
     if not files:
         raise SystemExit(f"no JPEG files under {args.data}")
@@ -98,10 +108,9 @@ def main() -> None:
         size, mode = predictor.image_size, predictor.color_mode
 
         predictor.predict(inputs[: min(len(inputs), args.batch_size)])  # warm up
-        start = time.perf_counter()
-        results = predictor.predict(inputs)
-        predictor_s = time.perf_counter() - start
-        assert len(results) == len(inputs)
+        end_to_end = _machine.timed_windows(
+            lambda: len(predictor.predict(inputs)), warmup=0, windows=args.repeats
+        )
 
         latencies = []
         for file in inputs[: args.latency_n]:
@@ -111,8 +120,12 @@ def main() -> None:
 
         with ThreadPoolExecutor(max_workers=predictor.num_workers) as pool:
             start = time.perf_counter()
-            list(pool.map(lambda f: prepare_image(f, size=size, color_mode=mode), inputs))
+            decoded = list(pool.map(lambda f: prepare_image(f, size=size, color_mode=mode), inputs))
             decode_s = time.perf_counter() - start
+        pixels = np.stack(decoded)
+        model_only = _machine.timed_windows(
+            lambda: len(predictor.predict_arrays(pixels)), warmup=1, windows=args.repeats
+        )
 
         model = predictor.model
         pil_mode = "L" if mode == "grayscale" else "RGB"
@@ -125,10 +138,13 @@ def main() -> None:
             model.predict(batch, verbose=0)
         loop_s = time.perf_counter() - start
 
-    predictor_ips = len(inputs) / predictor_s
+    predictor_ips = float(end_to_end["median"])
     decode_ips = len(inputs) / decode_s
+    model_ips = float(model_only["median"])
     loop_ips = len(loop_inputs) / loop_s
+    sum_bound = 1 / (1 / decode_ips + 1 / model_ips)
     report = {
+        **record,
         "model": predictor.metadata.model_name,
         "image_size": list(size),
         "n": len(inputs),
@@ -141,6 +157,10 @@ def main() -> None:
         "latency_ms_p95": round(1000 * float(np.percentile(latencies, 95)), 1),
         "cold_start_s": round(cold, 2),
         "decode_only_images_per_s": round(decode_ips, 2),
+        "model_only_images_per_s": round(model_ips, 2),
+        "ratio_predictor_vs_sum_bound": round(predictor_ips / sum_bound, 3),
+        "ratio_predictor_vs_slower_stage": round(predictor_ips / min(decode_ips, model_ips), 3),
+        "predictor_spread": end_to_end["spread"],
         "notebook_loop_images_per_s": round(loop_ips, 2),
         "notebook_loop_n": len(loop_inputs),
         "ratio_predictor_vs_notebook_loop": round(predictor_ips / loop_ips, 2),
@@ -148,7 +168,7 @@ def main() -> None:
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "retraces": int(predictor._infer.experimental_get_tracing_count()),
     }
-    print(json.dumps(report))
+    _machine.finish(report)
 
 
 if __name__ == "__main__":

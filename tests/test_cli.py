@@ -197,6 +197,7 @@ def test_train_offers_every_augmentation_option(
     for item in dataclasses.fields(Augmentation):
         if item.name != "horizontal_flip":
             assert "--" + item.name.replace("_", "-") in out, item.name
+    assert "--augment-on [auto|pipeline|device]" in out
     seen: dict[str, object] = {}
 
     def fake_load_data(data: object, **options: object) -> None:

@@ -1,14 +1,20 @@
-"""Automatic choice of devices: the ``tf.distribute`` strategy and the precision.
+"""Automatic choice of devices: the ``tf.distribute`` strategy, precision, XLA, augmentation.
 
-[`select_strategy`][cxr_pneumonia.devices.select_strategy] with ``devices=None`` decides, in this
-order:
+:func:`plan_devices` decides from the machine's GPUs (a pure function of the
+device list, so the decision is tested on a CPU with a faked list):
 
 1. ``TF_CONFIG`` is set (a multi-worker cluster) ->
    ``tf.distribute.MultiWorkerMirroredStrategy``;
-2. GPUs are visible -> memory growth on every GPU, ``MirroredStrategy`` over
-   all of them, and the ``"mixed_float16"`` Keras policy when every GPU has
-   compute capability 7.0 or more (models keep a float32 output);
-3. otherwise TensorFlow's default strategy (one CPU or GPU device).
+2. one GPU -> TensorFlow's default strategy on it, XLA compilation of the
+   training step (``jit_compile``), the augmentation inside the training step;
+3. several GPUs -> ``MirroredStrategy`` over all of them (no XLA: Keras
+   disables it under ``tf.distribute``), augmentation inside the step;
+4. no GPU -> TensorFlow's default strategy on the CPU: nothing changes.
+
+With GPUs, memory growth is turned on for every one, and the
+``"mixed_float16"`` Keras policy is set when every GPU has compute capability
+7.0 or more (models keep a float32 output). :func:`select_strategy` applies
+the plan; :func:`cxr_pneumonia.fit` reads its XLA and augmentation choices.
 
 The automatic choice is made once per process and reused (TensorFlow allows
 a single multi-worker strategy per process, and memory growth can only be set
@@ -21,12 +27,13 @@ import json
 import logging
 import os
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     import tensorflow as tf
 
-__all__ = ["device_info", "select_strategy"]
+__all__ = ["DevicePlan", "device_info", "plan_devices", "select_strategy"]
 
 logger = logging.getLogger("cxr_pneumonia")
 
@@ -34,6 +41,77 @@ MIXED_PRECISION_MIN_CAPABILITY = (7, 0)
 """GPUs from this compute capability on (Volta, Turing, Ampere...) get float16 compute."""
 
 _automatic: tf.distribute.Strategy | None = None
+
+
+@dataclass(frozen=True)
+class DevicePlan:
+    """What the automatic choice does on a machine; see :func:`plan_devices`.
+
+    Attributes:
+        strategy: ``"default"`` (one device), ``"mirrored"`` (all GPUs) or
+            ``"multi_worker"`` (``TF_CONFIG``).
+        gpus: Names of the GPUs used (``()`` on a CPU).
+        mixed_precision: Whether the ``"mixed_float16"`` policy is set.
+        jit_compile: Whether :func:`cxr_pneumonia.fit` compiles the training
+            step with XLA (when the model supports it).
+        augment_on: Where ``fit(augment_on="auto")`` augments: ``"device"``
+            (inside the training step) or ``"pipeline"`` (``tf.data``).
+    """
+
+    strategy: Literal["default", "mirrored", "multi_worker"]
+    gpus: tuple[str, ...]
+    mixed_precision: bool
+    jit_compile: bool
+    augment_on: Literal["pipeline", "device"]
+
+
+def plan_devices(
+    gpus: Sequence[tuple[str, tuple[int, int]]] | None = None,
+    *,
+    multi_worker: bool | None = None,
+) -> DevicePlan:
+    """Decide the device set-up for a machine (see the module docstring).
+
+    Args:
+        gpus: ``(name, compute capability)`` of each GPU, e.g.
+            ``[("/physical_device:GPU:0", (9, 0))]``; ``None`` reads this
+            machine's (``tf.config.list_physical_devices("GPU")``).
+        multi_worker: Whether the process is a worker of a cluster; ``None``
+            reads ``TF_CONFIG``.
+
+    Returns:
+        A :class:`DevicePlan`. On a machine without GPU: the default strategy,
+        float32, no XLA, augmentation in the pipeline (nothing changes).
+
+    Example:
+        >>> plan_devices([("/physical_device:GPU:0", (8, 0))], multi_worker=False).jit_compile
+        True
+        >>> plan_devices([], multi_worker=False).augment_on
+        'pipeline'
+    """
+    if gpus is None:
+        gpus = _visible_gpus()
+    if multi_worker is None:
+        multi_worker = bool(os.environ.get("TF_CONFIG"))
+    names = tuple(name for name, _ in gpus)
+    mixed = bool(gpus) and all(
+        tuple(capability) >= MIXED_PRECISION_MIN_CAPABILITY for _, capability in gpus
+    )
+    placement: Literal["pipeline", "device"] = "device" if gpus else "pipeline"
+    if multi_worker:
+        return DevicePlan("multi_worker", names, mixed, False, placement)
+    if not gpus:
+        return DevicePlan("default", (), False, False, "pipeline")
+    if len(gpus) == 1:
+        return DevicePlan("default", names, mixed, True, placement)
+    return DevicePlan("mirrored", names, mixed, False, placement)
+
+
+def _visible_gpus() -> list[tuple[str, tuple[int, int]]]:
+    import tensorflow as tf
+
+    return [(gpu.name, _capability(gpu)) for gpu in tf.config.list_physical_devices("GPU")]
+
 
 # TensorFlow's class names behind the public aliases.
 _PUBLIC_NAMES = {
@@ -80,23 +158,27 @@ def _automatic_strategy() -> tf.distribute.Strategy:
     import keras
     import tensorflow as tf
 
-    if os.environ.get("TF_CONFIG"):
-        logger.info("TF_CONFIG is set: using MultiWorkerMirroredStrategy")
-        return tf.distribute.MultiWorkerMirroredStrategy()
     gpus = tf.config.list_physical_devices("GPU")
-    if not gpus:
-        return tf.distribute.get_strategy()
+    plan = plan_devices([(gpu.name, _capability(gpu)) for gpu in gpus])
+    if plan.strategy == "multi_worker":
+        logger.info("TF_CONFIG is set: using MultiWorkerMirroredStrategy")
     for gpu in gpus:
         try:
             tf.config.experimental.set_memory_growth(gpu, True)
         except RuntimeError:  # already initialised: keep whatever was set
             logger.warning("memory growth could not be set on %s (GPUs already in use)", gpu.name)
-    if all(_capability(gpu) >= MIXED_PRECISION_MIN_CAPABILITY for gpu in gpus):
+    if plan.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
         logger.info("GPUs support float16: using the mixed_float16 policy")
-    names = [f"/gpu:{index}" for index in range(len(gpus))]
-    logger.info("using MirroredStrategy over %s", ", ".join(names))
-    return tf.distribute.MirroredStrategy(devices=names)
+    if plan.strategy == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if plan.strategy == "mirrored":
+        names = [f"/gpu:{index}" for index in range(len(gpus))]
+        logger.info("using MirroredStrategy over %s", ", ".join(names))
+        return tf.distribute.MirroredStrategy(devices=names)
+    if gpus:
+        logger.info("one GPU: the default strategy on it, XLA-compiled training steps")
+    return tf.distribute.get_strategy()
 
 
 def _capability(gpu: Any) -> tuple[int, int]:

@@ -208,6 +208,13 @@ Examples:
     show_default=False,
     help="don't augment the training images",
 )
+@library_option(
+    _FIT,
+    "augment_on",
+    type=click.Choice(("auto", "pipeline", "device")),
+    help="where augmentation runs: the tf.data pipeline, or inside the training step "
+    "(device); auto: device when a GPU is present",
+)
 @augmentation_options
 @library_option(
     _FIT,
@@ -287,6 +294,7 @@ def train(ctx: click.Context, data: common.DataChoice, **args: Any) -> int:
         "fine_tune_learning_rate": args["fine_tune_learning_rate"],
         "deterministic": args["deterministic"],
         "verbose": 1 if sys.stdout.isatty() else 2,  # no progress-bar redraws in log files
+        "augment_on": args["augment_on"],
     }
     model_name = args["model_name"]
     if args["ensemble"] > 1:

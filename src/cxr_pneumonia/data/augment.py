@@ -13,24 +13,29 @@ brightness, gamma, then noise.
 
 `transform_matrices` builds the matrices from uniform draws; it is
 public so that the distribution of the transforms can be checked on its own.
+:func:`augmentation_in_train_step` runs the same ops inside a model's training
+step instead of the input pipeline (on the accelerator, when there is one).
 
 TensorFlow is imported lazily, inside the functions that need it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
+    import keras
     import tensorflow as tf
 
 __all__ = [
     "Augmentation",
     "augment_batch",
+    "augmentation_in_train_step",
     "draw_uniforms",
     "transform_matrices",
     "warp_bilinear",
@@ -627,3 +632,60 @@ def _gaussian_blur(pixels: tf.Tensor, sigma: tf.Tensor, max_sigma: float) -> tf.
     folded = tf.nn.depthwise_conv2d(folded, along_w, strides=[1, 1, 1, 1], padding="VALID")
     blurred = tf.reshape(folded, (height, width, batch, channels))
     return tf.transpose(blurred, (2, 0, 1, 3))
+
+
+@contextlib.contextmanager
+def augmentation_in_train_step(
+    model: keras.Model, aug: Augmentation, *, seed: int
+) -> Iterator[None]:
+    """Augment every training batch inside ``model.train_step`` while the block runs.
+
+    The batch's images go through :func:`augment_batch` as the first op of the
+    training step, so the work runs where the step runs (the GPU, when there is
+    one) instead of in the ``tf.data`` pipeline; feed an *unaugmented*
+    pipeline. The randomness is keyed by ``seed``, the optimizer's step
+    counter (saved in checkpoints, so a resumed run draws what an uninterrupted
+    one would) and the replica, so the same seed gives the same batches.
+    Validation and prediction steps are untouched. :func:`cxr_pneumonia.fit`
+    uses it with ``augment_on="device"``.
+
+    Args:
+        model: A compiled ``keras.Model`` (its optimizer counts the steps).
+        aug: The ranges.
+        seed: Seed of the augmentation.
+
+    Yields:
+        Nothing; the model's own ``train_step`` is back when the block exits.
+
+    Raises:
+        ValueError: If the model is not compiled.
+
+    Example:
+        >>> with augmentation_in_train_step(model, Augmentation(), seed=0):  # doctest: +SKIP
+        ...     model.fit(unaugmented_batches, epochs=3)
+    """
+    import tensorflow as tf
+
+    if getattr(model, "optimizer", None) is None:
+        msg = f"model {model.name!r} is not compiled; compile it before augmenting in its steps"
+        raise ValueError(msg)
+    original = model.train_step
+    base_seed = int(seed)
+
+    def train_step(data: Any) -> Any:
+        images, *rest = data if isinstance(data, (tuple, list)) else (data,)
+        step = tf.cast(model.optimizer.iterations, tf.int64)
+        key = tf.stack([tf.constant(base_seed, tf.int64), step])
+        context = tf.distribute.get_replica_context()
+        if context is not None and context.num_replicas_in_sync > 1:
+            replica = tf.cast(context.replica_id_in_sync_group, tf.int64)
+            key = tf.random.experimental.stateless_fold_in(key, replica)
+        return original((augment_batch(images, key, aug), *rest))
+
+    model.train_step = train_step
+    model.train_function = None  # Keras caches the compiled step: make it anew
+    try:
+        yield
+    finally:
+        del model.train_step  # the class's method again
+        model.train_function = None

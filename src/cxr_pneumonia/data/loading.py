@@ -456,4 +456,7 @@ def _assemble(
         batch_size=options.batch_size,
         source=source,
         seed=options.seed,
+        augmentation=options.augment
+        if isinstance(options.augment, Augmentation) and options.augment.enabled
+        else None,
     )

@@ -11,6 +11,8 @@ import numpy as np
 if TYPE_CHECKING:
     import tensorflow as tf
 
+    from cxr_pneumonia.data.augment import Augmentation
+
 __all__ = ["CLASS_NAMES", "SPLIT_NAMES", "DatasetSplits"]
 
 CLASS_NAMES: tuple[str, str] = ("NORMAL", "PNEUMONIA")
@@ -50,6 +52,9 @@ class DatasetSplits:
         batch_size: Batch size of the pipelines.
         source: The dataset name, or the data folder that was read.
         seed: Seed of the split, the shuffling and the augmentation.
+        augmentation: The augmentation of ``train`` (``None``: not augmented);
+            :func:`cxr_pneumonia.fit` reads it to move the augmentation into
+            the training step (``augment_on="device"``).
     """
 
     train: tf.data.Dataset
@@ -66,6 +71,7 @@ class DatasetSplits:
     source: str
     seed: int
     class_names: tuple[str, str] = CLASS_NAMES
+    augmentation: Augmentation | None = None
 
     @property
     def class_counts(self) -> dict[str, dict[str, int]]:

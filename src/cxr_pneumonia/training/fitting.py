@@ -14,6 +14,7 @@ right phase; a finished run just reloads its final weights.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import importlib.util
 import json
@@ -23,6 +24,7 @@ import os
 import shutil
 import textwrap
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +34,10 @@ import keras
 import numpy as np
 
 from cxr_pneumonia._files import atomic_path, remove_debris
+from cxr_pneumonia.data.augment import Augmentation, augmentation_in_train_step
+from cxr_pneumonia.data.pipeline import make_dataset
 from cxr_pneumonia.data.splits import DatasetSplits
+from cxr_pneumonia.devices import plan_devices
 from cxr_pneumonia.exceptions import TrainingError
 from cxr_pneumonia.models.backbones import find_backbone, set_backbone_trainable
 from cxr_pneumonia.outputs import OutputKind
@@ -342,8 +347,11 @@ def _compile(
     *,
     first: bool,
     kind: OutputKind | None = "sigmoid",
+    xla: bool = False,
 ) -> None:
-    with strategy.scope():
+    with strategy.scope(), warnings.catch_warnings():
+        # Keras warns when a layer has no XLA kernel and falls back: logged below instead.
+        warnings.filterwarnings("ignore", message="Model doesn't support `jit_compile=True`")
         if kind == "softmax":
             # One-hot labels; precision, recall and the AUCs read the PNEUMONIA
             # column only, so the logs mean what they mean for a sigmoid model.
@@ -367,10 +375,30 @@ def _compile(
                 keras.metrics.AUC(curve="PR", name="pr_auc"),
             ]
         model.compile(
+            jit_compile=xla,
             optimizer=make_optimizer(optimizer, learning_rate, first=first, strategy=strategy),
             loss=loss,
             metrics=metrics,
         )
+    if xla and not model.jit_compile:  # a layer has no XLA kernel, or op determinism is on
+        logger.info("model %r can't be compiled with XLA; training without it", model.name)
+
+
+def _unaugmented_train(data: DatasetSplits) -> tuple[tf.data.Dataset, Augmentation | None]:
+    """The training pipeline without its augmentation, and that augmentation (for the step)."""
+    aug = data.augmentation
+    if aug is None or not aug.enabled or "train" not in data.images:
+        return data.train, None
+    pipeline = make_dataset(
+        data.images["train"],
+        data.labels["train"],
+        batch_size=data.batch_size,
+        shuffle=True,
+        augment=False,
+        seed=data.seed,
+    )
+    logger.info("augmenting inside the training step (augment_on='device')")
+    return pipeline, aug
 
 
 def _build_callbacks(
@@ -420,6 +448,7 @@ def fit(
     deterministic: bool = False,
     verbose: Literal["auto", 0, 1, 2] | int = "auto",
     tensorboard_dir: str | os.PathLike[str] | None = None,
+    augment_on: Literal["auto", "pipeline", "device"] = "auto",
 ) -> TrainingResult:
     """Compile and train ``model`` on ``data``; optionally fine-tune its backbone.
 
@@ -493,6 +522,16 @@ def fit(
         tensorboard_dir: Folder of TensorBoard logs (``keras.callbacks.TensorBoard``,
             added to the callbacks); ``None`` for none. Needs the ``tensorboard``
             extra (``pip install 'cxr-pneumonia[tensorboard]'``) to view them.
+        augment_on: Where the training augmentation (``data.augmentation``)
+            runs: ``"pipeline"`` (in ``data.train``'s ``tf.data`` pipeline),
+            ``"device"`` (inside the training step, on the GPU when there is
+            one: the pipeline is rebuilt from ``data.images`` without
+            augmentation, see
+            [`augmentation_in_train_step`][cxr_pneumonia.data.augment.augmentation_in_train_step]),
+            or ``"auto"``: ``"device"`` when a GPU is present, else
+            ``"pipeline"`` ([`plan_devices`][cxr_pneumonia.devices.plan_devices]).
+            The same augmentation either way; a GPU also gets XLA-compiled
+            training steps when the model has a single replica.
 
     Returns:
         A [`TrainingResult`][cxr_pneumonia.training.fitting.TrainingResult].
@@ -524,6 +563,9 @@ def fit(
         raise ValueError(msg)
     if seed is not None:
         check_int("seed", seed, 0)
+    if augment_on not in ("auto", "pipeline", "device"):
+        msg = f"fit augment_on must be 'auto', 'pipeline' or 'device'; got {augment_on!r}"
+        raise ValueError(msg)
     tensorboard = _tensorboard_callback(tensorboard_dir)
     if not isinstance(deterministic, bool):
         msg = f"fit deterministic must be True or False; got {deterministic!r}"
@@ -576,7 +618,11 @@ def fit(
     if seed is not None:
         keras.utils.set_random_seed(seed)
 
+    machine = plan_devices()
     train_ds, val_ds = data.train, data.validation
+    step_augmentation = None
+    if (machine.augment_on if augment_on == "auto" else augment_on) == "device":
+        train_ds, step_augmentation = _unaugmented_train(data)
     if kind is not None:
         train_ds, val_ds = match_labels(train_ds, kind), match_labels(val_ds, kind)
     if replicas > 1:
@@ -623,7 +669,15 @@ def fit(
         state["phases"][phase] = "running"
         recorder = _RunState(state, state_path, phase)
         recorder.save()
-        _compile(model, strategy, optimizer, rate, first=index == 0, kind=kind)
+        _compile(
+            model,
+            strategy,
+            optimizer,
+            rate,
+            first=index == 0,
+            kind=kind,
+            xla=machine.jit_compile and replicas == 1,
+        )
         _seed_checkpoints(chosen, state["history"])
         _trim_logs(chosen, offset)
         logger.info(
@@ -640,17 +694,23 @@ def fit(
             phase_callbacks.insert(0, SwapInEMAWeights())
         if progress is not None:
             phase_callbacks.append(progress)
+        in_step = (
+            augmentation_in_train_step(model, step_augmentation, seed=data.seed + index)
+            if step_augmentation is not None
+            else contextlib.nullcontext()
+        )
         try:
-            train(
-                model,
-                train_ds,
-                val_ds,
-                epochs=offset + phase_epochs,
-                initial_epoch=offset,
-                class_weight=weights,
-                callbacks=phase_callbacks,
-                verbose=0,  # TrainingProgress, not Keras' bar
-            )
+            with in_step:
+                train(
+                    model,
+                    train_ds,
+                    val_ds,
+                    epochs=offset + phase_epochs,
+                    initial_epoch=offset,
+                    class_weight=weights,
+                    callbacks=phase_callbacks,
+                    verbose=0,  # TrainingProgress, not Keras' bar
+                )
         except BaseException:
             _close_logs(chosen)  # Keras skips on_train_end when training is interrupted
             raise
