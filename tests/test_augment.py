@@ -303,13 +303,17 @@ def test_blur_sigma_is_uniform_and_preserves_the_mean():
 
 
 def test_sharpen_amount_is_uniform_and_sharpens():
-    images = np.full((2000, 9, 9, 1), 100, np.uint8)
-    images[:, 4, 4] = 150
+    from cxr_pneumonia.data import augment
+
+    images = np.full((2000, 15, 15, 1), 100, np.uint8)
+    images[:, 7, 7] = 150
     out = _run(images, only(sharpen=(0.0, 2.0)))
-    centre = out[:, 4, 4, 0].astype(float)
+    centre = out[:, 7, 7, 0].astype(float)
     assert np.all(centre >= 150)
-    # The centre grows by amount * 50 * (1 - weight of the centre in a sigma-1 Gaussian).
-    weight = (1 / math.sqrt(2 * math.pi)) ** 2 * (1 / 0.9973) ** 2  # 2-D, kernel of radius 3
+    # The centre grows by amount * 50 * (1 - weight of the centre in the subtracted Gaussian).
+    sigma = augment._SHARPEN_SIGMA
+    taps = np.exp(-0.5 * (np.arange(-math.ceil(3 * sigma), math.ceil(3 * sigma) + 1) / sigma) ** 2)
+    weight = (taps.max() / taps.sum()) ** 2
     amount = (centre - 150) / (50 * (1 - weight))
     assert _ks_uniform(np.clip(amount, 0, 2), 0.0, 2.0) < 0.05
     assert out.mean() == pytest.approx(images.mean(), abs=1.0)
