@@ -1,7 +1,8 @@
 """Automatic choice of devices: the ``tf.distribute`` strategy, precision, XLA, augmentation.
 
-:func:`plan_devices` decides from the machine's GPUs (a pure function of the
-device list, so the decision is tested on a CPU with a faked list):
+[`plan_devices`][cxr_pneumonia.devices.plan_devices] decides from the machine's
+GPUs (a pure function of the device list, so the decision is tested on a CPU
+with a faked list):
 
 1. ``TF_CONFIG`` is set (a multi-worker cluster) ->
    ``tf.distribute.MultiWorkerMirroredStrategy``;
@@ -13,8 +14,10 @@ device list, so the decision is tested on a CPU with a faked list):
 
 With GPUs, memory growth is turned on for every one, and the
 ``"mixed_float16"`` Keras policy is set when every GPU has compute capability
-7.0 or more (models keep a float32 output). :func:`select_strategy` applies
-the plan; :func:`cxr_pneumonia.fit` reads its XLA and augmentation choices.
+7.0 or more (models keep a float32 output).
+[`select_strategy`][cxr_pneumonia.devices.select_strategy] applies the plan;
+[`fit`][cxr_pneumonia.training.fitting.fit] reads its XLA and augmentation
+choices.
 
 The automatic choice is made once per process and reused (TensorFlow allows
 a single multi-worker strategy per process, and memory growth can only be set
@@ -45,14 +48,16 @@ _automatic: tf.distribute.Strategy | None = None
 
 @dataclass(frozen=True)
 class DevicePlan:
-    """What the automatic choice does on a machine; see :func:`plan_devices`.
+    """What the automatic choice does on a machine.
+
+    See [`plan_devices`][cxr_pneumonia.devices.plan_devices].
 
     Attributes:
         strategy: ``"default"`` (one device), ``"mirrored"`` (all GPUs) or
             ``"multi_worker"`` (``TF_CONFIG``).
         gpus: Names of the GPUs used (``()`` on a CPU).
         mixed_precision: Whether the ``"mixed_float16"`` policy is set.
-        jit_compile: Whether :func:`cxr_pneumonia.fit` compiles the training
+        jit_compile: Whether [`fit`][cxr_pneumonia.training.fitting.fit] compiles the training
             step with XLA (when the model supports it).
         augment_on: Where ``fit(augment_on="auto")`` augments: ``"device"``
             (inside the training step) or ``"pipeline"`` (``tf.data``).
@@ -80,10 +85,11 @@ def plan_devices(
             reads ``TF_CONFIG``.
 
     Returns:
-        A :class:`DevicePlan`. On a machine without GPU: the default strategy,
-        float32, no XLA, augmentation in the pipeline (nothing changes).
+        A [`DevicePlan`][cxr_pneumonia.devices.DevicePlan]. On a machine without
+        GPU: the default strategy, float32, no XLA, augmentation in the pipeline
+        (nothing changes).
 
-    Example:
+    Examples:
         >>> plan_devices([("/physical_device:GPU:0", (8, 0))], multi_worker=False).jit_compile
         True
         >>> plan_devices([], multi_worker=False).augment_on

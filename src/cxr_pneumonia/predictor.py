@@ -19,7 +19,7 @@ How inputs are read:
   the same order. A *list* of arrays is a batch; an array is never split
   along its first axis unless it is 4-D.
 
-Every image goes through :func:`cxr_pneumonia.images.prepare_image` at the
+Every image goes through [`prepare_image`][cxr_pneumonia.images.prepare_image] at the
 bundle's size and color mode: the very function the training pipeline uses, so
 an image gets the same pixels, and the same score, in both. Decoding runs in a
 thread pool (Pillow releases the GIL), up to two batches ahead of inference, so
@@ -27,9 +27,10 @@ the next batches decode while the current one runs through the model: the
 pace is set by the slower of the two stages, not their sum, wherever they
 don't share the same few cores. Each batch goes through one compiled
 TensorFlow function with a fixed input signature ``(None, H, W, C) uint8``,
-traced once per :class:`Predictor`. A Predictor can be shared by many threads,
-and ``await predictor.apredict(...)`` runs a prediction in a worker thread so
-an ``asyncio`` service (ASGI) keeps serving meanwhile.
+traced once per [`Predictor`][cxr_pneumonia.predictor.Predictor]. A Predictor
+can be shared by many threads, and ``await predictor.apredict(...)`` runs a
+prediction in a worker thread so an ``asyncio`` service (ASGI) keeps serving
+meanwhile.
 
 [`Predictor.explain`][cxr_pneumonia.predictor.Predictor.explain] (and
 [`explain`][cxr_pneumonia.predictor.explain]) shows why with Grad-CAM: the image is decoded once,
@@ -475,27 +476,29 @@ class Predictor:
         errors: Errors = "raise",
         threshold: float | None = None,
     ) -> Prediction | list[Prediction]:
-        """:meth:`predict` for ``asyncio`` code: awaits it without blocking the event loop.
+        """Predict for ``asyncio`` code: await it without blocking the event loop.
 
-        The prediction runs in a worker thread (``asyncio.to_thread``), so the
+        The same as [`predict`][cxr_pneumonia.predictor.Predictor.predict], awaitable:
+        the prediction runs in a worker thread (``asyncio.to_thread``), so the
         loop keeps serving other requests meanwhile; decoding and inference
         release the GIL. Several concurrent calls share the Predictor (it is
         thread-safe). Cancelling the awaiting task does not stop a prediction
         already running in its thread; its result is dropped.
 
         Args:
-            x: One input or a batch, as for :meth:`predict`.
-            errors: ``"raise"`` or ``"skip"``, as for :meth:`predict`.
+            x: One input or a batch, as for ``predict``.
+            errors: ``"raise"`` or ``"skip"``, as for ``predict``.
             threshold: Decision threshold for this call; default: the bundle's.
 
         Returns:
-            A :class:`Prediction` for one input, a list of them for a batch.
+            A [`Prediction`][cxr_pneumonia.predictor.Prediction] for one input, a list
+            of them for a batch.
 
         Raises:
             InvalidImageError: With ``errors="raise"``, for an unreadable input.
             ValueError: If ``errors`` or ``threshold`` is invalid.
 
-        Example:
+        Examples:
             >>> async def classify(upload: bytes) -> dict:  # doctest: +SKIP
             ...     prediction = await predictor.apredict(upload)
             ...     return {"label": prediction.label, "probability": prediction.probability}

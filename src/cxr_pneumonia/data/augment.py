@@ -13,8 +13,9 @@ brightness, gamma, then noise.
 
 `transform_matrices` builds the matrices from uniform draws; it is
 public so that the distribution of the transforms can be checked on its own.
-:func:`augmentation_in_train_step` runs the same ops inside a model's training
-step instead of the input pipeline (on the accelerator, when there is one).
+[`augmentation_in_train_step`][cxr_pneumonia.data.augment.augmentation_in_train_step]
+runs the same ops inside a model's training step instead of the input pipeline
+(on the accelerator, when there is one).
 
 TensorFlow is imported lazily, inside the functions that need it.
 """
@@ -49,7 +50,7 @@ _EXTRA_UNIFORMS = 9
 
 _SHARPEN_SIGMA = 2.0
 """Standard deviation (pixels) of the Gaussian that unsharp masking subtracts (as the
-``sharpen`` shift of :mod:`cxr_pneumonia.shifts`: radius 2 px)."""
+``sharpen`` shift of ``cxr_pneumonia.shifts``: radius 2 px)."""
 
 _MAX_BLUR_SIGMA = 8.0
 
@@ -108,7 +109,7 @@ class Augmentation:
             in pixels, uniform; ``0`` leaves an image sharp.
         sharpen: ``(low, high)`` of the amount of unsharp masking, uniform:
             ``x + a * (x - gaussian(x, sigma=2 px))`` (the ``sharpen`` shift of
-            :mod:`cxr_pneumonia.shifts`); ``0`` leaves it as is.
+            ``cxr_pneumonia.shifts``); ``0`` leaves it as is.
         noise: Maximum standard deviation of additive Gaussian noise, as a
             fraction of full scale; each image's is uniform in ``[0, noise]``.
         crop_scale: ``(low, high)`` of the area fraction of a random-resized
@@ -657,13 +658,14 @@ def augmentation_in_train_step(
 ) -> Iterator[None]:
     """Augment every training batch inside ``model.train_step`` while the block runs.
 
-    The batch's images go through :func:`augment_batch` as the first op of the
+    The batch's images go through
+    [`augment_batch`][cxr_pneumonia.data.augment.augment_batch] as the first op of the
     training step, so the work runs where the step runs (the GPU, when there is
     one) instead of in the ``tf.data`` pipeline; feed an *unaugmented*
     pipeline. The randomness is keyed by ``seed``, the optimizer's step
     counter (saved in checkpoints, so a resumed run draws what an uninterrupted
     one would) and the replica, so the same seed gives the same batches.
-    Validation and prediction steps are untouched. :func:`cxr_pneumonia.fit`
+    Validation and prediction steps are untouched. [`fit`][cxr_pneumonia.training.fitting.fit]
     uses it with ``augment_on="device"``.
 
     Args:
@@ -677,7 +679,7 @@ def augmentation_in_train_step(
     Raises:
         ValueError: If the model is not compiled.
 
-    Example:
+    Examples:
         >>> with augmentation_in_train_step(model, Augmentation(), seed=0):  # doctest: +SKIP
         ...     model.fit(unaugmented_batches, epochs=3)
     """

@@ -53,7 +53,7 @@ class DatasetSplits:
         source: The dataset name, or the data folder that was read.
         seed: Seed of the split, the shuffling and the augmentation.
         augmentation: The augmentation of ``train`` (``None``: not augmented);
-            :func:`cxr_pneumonia.fit` reads it to move the augmentation into
+            [`fit`][cxr_pneumonia.training.fitting.fit] reads it to move the augmentation into
             the training step (``augment_on="device"``).
     """
 
