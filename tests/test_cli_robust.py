@@ -124,6 +124,42 @@ def test_shift_report_uses_the_bundles_validation_split(
     assert 0 < report["n"] < 12
 
 
+def test_shift_report_compares_several_bundles_on_the_same_images(
+    capsys: pytest.CaptureFixture[str],
+    bundle: Path,
+    second_bundle: Path,
+    data_dir: Path,
+    workspace: Path,
+) -> None:
+    common = ["--data-dir", data_dir, "--cache-dir", workspace / "cache", "--no-progress"]
+    code, out, err = run(
+        capsys, "shift-report", bundle, second_bundle, *common, "--split", "test",
+        "--shifts", "contrast", "--format", "json",
+    )  # fmt: skip
+    assert code == 0, err
+    result = json.loads(out)
+    assert list(result["reports"]) == [str(bundle), str(second_bundle)]
+    first, second = result["reports"].values()
+    assert first["threshold"] == 0.45
+    assert second["threshold"] == 0.25  # each bundle at its own threshold
+    assert first["n"] == second["n"] == 12
+    code, out, err = run(
+        capsys, "shift-report", bundle, second_bundle, *common, "--split", "test",
+        "--shifts", "contrast",
+    )  # fmt: skip
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[2] == "**12 images**, 3 shifted copies"
+    assert lines[4].startswith("| Model | Threshold | ROC AUC none | ROC AUC mean |")
+    assert lines[6].startswith(f"| {bundle} | 0.4500 |")
+    assert lines[7].startswith(f"| {second_bundle} | 0.2500 |")
+    code, _, err = run(
+        capsys, "shift-report", bundle, second_bundle, *common, "--plot", workspace / "x.png"
+    )
+    assert code == 1
+    assert "--plot draws one bundle's report; got 2 bundles" in err
+
+
 def test_shift_report_refuses_unknown_shifts_and_bad_plot_names(
     capsys: pytest.CaptureFixture[str], bundle: Path, data_dir: Path
 ) -> None:

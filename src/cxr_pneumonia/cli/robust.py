@@ -186,9 +186,10 @@ def _ensemble_name(members: Sequence[Any]) -> str:
     epilog="""\b
 Examples:
   cxr-pneumonia shift-report bundles/cnn --data-dir chest_xray --plot shifts.png
-  cxr-pneumonia shift-report bundles/cnn --data-dir chest_xray --shifts gamma,blur --format json""",
+  cxr-pneumonia shift-report bundles/cnn --data-dir chest_xray --shifts gamma,blur --format json
+  cxr-pneumonia shift-report bundles/a bundles/b bundles/c --data-dir chest_xray  # side by side""",
 )
-@click.argument("bundle", metavar="BUNDLE", type=click.Path())
+@click.argument("bundles", nargs=-1, required=True, metavar="BUNDLE...", type=click.Path())
 @common.data_options
 @library_option(
     _SHIFT_REPORT,
@@ -228,7 +229,7 @@ Examples:
     help="seed of the validation split (also seeds the noise)",
 )
 def shift_report(
-    bundle: str,
+    bundles: Sequence[str],
     data: common.DataChoice,
     split: str,
     output_format: str,
@@ -239,7 +240,14 @@ def shift_report(
     validation_fraction: float | None,
     seed: int | None,
 ) -> int:
-    """Score a bundle under acquisition shifts (gamma, contrast, blur, crops, ...)."""
+    """Score a bundle under acquisition shifts (gamma, contrast, blur, crops, ...).
+
+    With several bundles (of one image size and color mode), each is scored on
+    the same images and the output compares them: for ROC AUC, sensitivity and
+    specificity, the unshifted value, the mean over the shifts and the worst
+    case. The validation split is the first bundle's.
+    """
+    from cxr_pneumonia.robustness import compare_shift_reports
     from cxr_pneumonia.robustness import shift_report as report_shifts
     from cxr_pneumonia.shifts import DEFAULT_SHIFTS, get_shift
 
@@ -251,7 +259,24 @@ def shift_report(
     if plot and Path(plot).suffix.lower() != ".png":
         msg = f"--plot {plot}: give a PNG file name such as shifts.png"
         raise ValueError(msg)
-    predictor = common.load_predictor(bundle, batch_size=batch_size)
+    if plot and len(bundles) > 1:
+        msg = f"--plot draws one bundle's report; got {len(bundles)} bundles"
+        raise ValueError(msg)
+    predictors = [common.load_predictor(b, batch_size=batch_size) for b in bundles]
+    predictor = predictors[0]
+    for other, name in zip(predictors[1:], bundles[1:], strict=True):
+        if (other.image_size, other.color_mode) != (predictor.image_size, predictor.color_mode):
+            msg = (
+                f"{name} takes {other.image_size} {other.color_mode} images but {bundles[0]} "
+                f"takes {predictor.image_size} {predictor.color_mode}; compare bundles of one "
+                "input size and color mode"
+            )
+            raise ValueError(msg)
+    if len({common.recorded_split(p.metadata) for p in predictors}) > 1 and split == "validation":
+        _logger.warning(
+            "the bundles were trained with different validation splits; the first one's is "
+            "used, so some images may be training images of the others"
+        )
     recorded_fraction, recorded_seed = common.recorded_split(predictor.metadata)
     fraction = validation_fraction
     if fraction is None:
@@ -268,15 +293,26 @@ def shift_report(
         augment=False,
         seed=chosen_seed,
     )
-    report = report_shifts(
-        predictor,
-        loaded,
-        split=split,
-        threshold=threshold,
-        shifts=names,
-        batch_size=batch_size,
-        seed=chosen_seed,
-    )
+    reports = {
+        name: report_shifts(
+            scored,
+            loaded,
+            split=split,
+            threshold=threshold,
+            shifts=names,
+            batch_size=batch_size,
+            seed=chosen_seed,
+        )
+        for name, scored in zip(bundles, predictors, strict=True)
+    }
+    if len(reports) > 1:
+        if output_format == "json":
+            write_json({"split": split, "reports": {n: r.to_dict() for n, r in reports.items()}})
+        else:
+            click.echo(f"on {loaded.source}, split {split}\n")
+            click.echo(compare_shift_reports(reports))
+        return EXIT_OK
+    bundle, report = next(iter(reports.items()))
     if plot:
         from cxr_pneumonia.plots import plot_shift_report
 
