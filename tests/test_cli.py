@@ -270,9 +270,13 @@ def test_train_cosine_recipe_is_applied_and_recorded(
         "--epochs", "3", "--schedule", "cosine", "--warmup-epochs", "1",
         "--learning-rate", "0.004", "--optimizer", "adamw", "--weight-decay", "0.0001",
         "--ema", "--zoom", "0.2", "--contrast", "0.3", "--no-flip", "--tta", "--out", str(out),
+        "--tensorboard", str(workspace / "tb"),
     ]  # fmt: skip
     assert main(argv) == 0
     training = read_metadata(out).training
+    assert training["kept_epoch"] == 3  # 1-based: the last of a fixed-length run
+    assert "the last epoch" in training["kept_reason"]
+    assert list((workspace / "tb").rglob("events.out.tfevents.*"))
     assert training["schedule"] == "cosine"
     assert training["warmup_epochs"] == 1
     assert training["optimizer"] == "adamw"

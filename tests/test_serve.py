@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import os
 import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -23,6 +25,7 @@ from cxr_pneumonia.serve import ServiceConfig, create_app, uvicorn_server  # noq
 from test_predictor import sensitive_model, xray  # noqa: E402
 
 MAX_BODY = 200_000
+SRC = Path(__file__).resolve().parents[1] / "src"
 
 
 def _png(label: int, seed: int) -> bytes:
@@ -300,3 +303,48 @@ def test_sequential_and_concurrent_timing_is_reported(service: _Service) -> None
     concurrent = asyncio.run(send_all())
     print(f"16 requests: sequential {sequential:.3f} s, concurrent {concurrent:.3f} s")
     assert concurrent < sequential * 1.5 + 0.5  # generous: shared CI machines are noisy
+
+
+def test_serve_command_answers_over_http(tmp_path) -> None:
+    """`cxr-pneumonia serve --port 0` says where it listens, then serves /ready and /predict."""
+    import queue
+    import subprocess
+    import sys
+
+    bundle = save_model(sensitive_model(), tmp_path / "bundle")
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
+    }
+    command = [sys.executable, "-m", "cxr_pneumonia.cli", "serve", "--model", str(bundle)]
+    server = subprocess.Popen(
+        [*command, "--port", "0"],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    assert server.stderr is not None
+    reader = threading.Thread(
+        target=lambda: [lines.put(line) for line in server.stderr], daemon=True
+    )
+    reader.start()
+    try:
+        deadline = time.monotonic() + 120
+        url = None
+        while url is None:
+            line = lines.get(timeout=max(1.0, deadline - time.monotonic()))
+            if line.startswith("listening on "):
+                url = line.split()[-1]
+        while httpx.get(f"{url}/ready", timeout=10).status_code != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        answer = httpx.post(f"{url}/predict", content=_png(1, seed=5), timeout=30)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["label"] in ("NORMAL", "PNEUMONIA")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        reader.join(timeout=10)
+        server.stderr.close()

@@ -17,7 +17,7 @@ from typing import Any
 import click
 
 from cxr_pneumonia._version import __version__
-from cxr_pneumonia.cli import data, evaluate, info, ood, predict, robust, train
+from cxr_pneumonia.cli import data, evaluate, info, ood, predict, robust, serve, train
 from cxr_pneumonia.cli.output import EXIT_FAILED, EXIT_USAGE, PROG, error
 from cxr_pneumonia.exceptions import CXRPneumoniaError
 
@@ -65,6 +65,7 @@ for _command in (
     robust.ensemble,
     robust.shift_report,
     evaluate.export,
+    serve.serve,
     ood.ood_fit,
     data.download,
     data.summary,

@@ -231,6 +231,15 @@ Examples:
     show_default=False,
     help="start over instead of resuming the run in --checkpoint-dir",
 )
+@library_option(
+    _FIT,
+    "tensorboard_dir",
+    "--tensorboard",
+    "tensorboard_dir",
+    metavar="DIR",
+    type=click.Path(),
+    help="write TensorBoard logs in DIR (the tensorboard extra; not with --ensemble)",
+)
 @library_option(_LOAD, "seed", help="seed of the data split, shuffling, augmentation and weights")
 @library_option(
     _FIT,
@@ -258,6 +267,9 @@ def train(ctx: click.Context, data: common.DataChoice, **args: Any) -> int:
         msg = f"{out} already exists; pass --overwrite to replace it, or choose another --out"
         raise FileExistsError(msg)
     check_bundle_target(out, overwrite=True)  # only a bundle may be overwritten
+    if args["tensorboard_dir"] and args["ensemble"] > 1:
+        msg = "--tensorboard works for one model; leave it out with --ensemble"
+        raise click.UsageError(msg)
     weights = None if args["weights"].lower() == "none" else args["weights"]
     check_weights_available(args["model_name"], weights)  # before decoding the data
     size = (args["image_size"], args["image_size"])
@@ -326,6 +338,7 @@ def train(ctx: click.Context, data: common.DataChoice, **args: Any) -> int:
             checkpoint_dir=checkpoint_dir,
             resume=args["resume"],
             seed=args["seed"],
+            tensorboard_dir=args["tensorboard_dir"],
             **fit_options,
         )
         if args["tta"]:
@@ -353,7 +366,7 @@ def train(ctx: click.Context, data: common.DataChoice, **args: Any) -> int:
         except ValueError as exc:
             _logger.warning("threshold stays 0.5: %s", exc)
         report = report.at_threshold(threshold)
-        _logger.info("validation, threshold %.4f:\n%s", threshold, report.to_markdown())
+        _show_validation_report(report, threshold)
         metrics = common.validation_metrics(report, args["target_sensitivity"])
     argv = (ctx.obj or {}).get("argv", sys.argv[1:])
     training = {
@@ -453,3 +466,15 @@ def _schedule_callbacks(args: dict[str, Any]) -> Any:
         args["learning_rate"], epochs=args["epochs"], warmup=args["warmup_epochs"]
     )
     return [keras.callbacks.LearningRateScheduler(schedule)]
+
+
+def _show_validation_report(report: Any, threshold: float) -> None:
+    """The validation report, on standard error: tables on a terminal, plain text otherwise."""
+    if sys.stderr.isatty():
+        from rich.console import Console
+
+        console = Console(stderr=True)
+        console.print(f"validation, threshold {threshold:.4f}:")
+        console.print(report)
+        return
+    _logger.info("validation, threshold %.4f:\n%s", threshold, report.to_text())
