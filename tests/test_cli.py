@@ -806,6 +806,63 @@ def test_registries_print_json_on_request(run: Run, command: str) -> None:
     assert "kermany2018" in names or "cnn-small" in names
 
 
+def test_summary_plots_draws_the_data_figures(
+    run: Run, data_dir: Path, cache_dir: Path, tmp_path: Path
+) -> None:
+    pytest.importorskip("matplotlib")
+    folder = tmp_path / "figures"
+    code, out, err = run(
+        "summary", "--data-dir", data_dir, "--cache-dir", cache_dir, "--image-size", "32",
+        "--no-progress", "--plots", folder, "--format", "json",
+    )  # fmt: skip
+    assert code == 0, err
+    record = json.loads(out)
+    assert set(record["figures"]) == {"class-counts", "samples", "image-statistics"}
+    for path in record["figures"].values():
+        assert Path(path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "class-counts.png", "image-statistics.png", "samples.png",
+    ]  # fmt: skip
+
+
+def _tree_with_val(root: Path) -> Path:
+    write_tree(root)
+    for label, name in ((0, "NORMAL"), (1, "PNEUMONIA")):
+        folder = root / "val" / name
+        folder.mkdir(parents=True)
+        for k in range(3):
+            stem = f"IM-{500 + k:04d}-0001" if label == 0 else f"person{500 + k}_virus_{k}"
+            Image.fromarray(synthetic_xray(label, size=40, seed=500 + k)).save(
+                folder / f"{stem}.png"
+            )
+    return root
+
+
+def test_summary_and_train_take_the_users_val_folder(
+    run: Run, tmp_path: Path, cache_dir: Path
+) -> None:
+    root = _tree_with_val(tmp_path / "xrays")
+    common = ("--data-dir", root, "--cache-dir", cache_dir, "--image-size", "32", "--no-progress")
+    code, out, err = run("summary", *common, "--validation", "folder", "--format", "json")
+    assert code == 0, err
+    counts = json.loads(out)["class_counts"]
+    assert counts["validation"] == {"NORMAL": 3, "PNEUMONIA": 3}
+    assert sum(counts["train"].values()) == 2 * PER_FOLDER  # all of train/
+    # A PyTorch-report CNN (2-unit softmax) trained on it, end to end.
+    out_dir = tmp_path / "cnn1"
+    code, out, err = run(
+        "train", *common, "--validation", "folder", "--model", "cnn1", "--activation", "relu",
+        "--epochs", "1", "--batch-size", "4", "--out", out_dir,
+    )  # fmt: skip
+    assert code == 0, err
+    metadata = json.loads((out_dir / "metadata.json").read_text())
+    assert metadata["output"] == "softmax"
+    assert metadata["training"]["data"]["validation"] == "folder"
+    code, out, err = run("predict", next(root.glob("test/PNEUMONIA/*.png")), "--model", out_dir)
+    assert code == 0, err
+    assert "PNEUMONIA" in out or "NORMAL" in out
+
+
 def test_summary_prints_json_on_request(run: Run, data_dir: Path, cache_dir: Path) -> None:
     code, out, err = run(
         "summary", "--data-dir", data_dir, "--cache-dir", cache_dir, "--image-size", "32",

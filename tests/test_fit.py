@@ -184,9 +184,20 @@ def test_fit_rejects_validation_targets_without_validation_data() -> None:
         fit(tiny_model(), data, callbacks=[stopping])
 
 
-def test_fit_trains_a_softmax_model_with_the_same_logs(data) -> None:
+def test_fit_trains_a_softmax_model_with_the_same_logs(data, tmp_path) -> None:
     model = tiny_model(units=2)
-    result = fit(model, data, epochs=4, learning_rate=0.05, class_weight="balanced", verbose=0)
+    result = fit(
+        model,
+        data,
+        epochs=4,
+        learning_rate=0.05,
+        class_weight="balanced",
+        checkpoint_dir=tmp_path,
+        verbose=0,
+    )
+    # Its checkpoints (saved with the compiled metrics) load back.
+    reloaded = keras.saving.load_model(result.checkpoints["best_val_loss"])
+    assert reloaded.output.shape[-1] == 2
     assert set(result.history) >= {"loss", "val_loss", "val_precision", "val_recall", "val_auc"}
     # The logged metrics are those of the PNEUMONIA column, as for a sigmoid model.
     images, labels = data.images["validation"], data.labels["validation"]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import click
 
 from cxr_pneumonia.cli import common
@@ -78,30 +81,52 @@ def datasets(output_format: str) -> int:
     epilog="""\b
 Examples:
   cxr-pneumonia summary --data-dir chest_xray
+  cxr-pneumonia summary --data-dir chest_xray --plots figures/
   cxr-pneumonia summary --dataset kermany2018 --format json""",
 )
 @common.data_options
 @library_option(_LOAD, "validation_fraction")
+@library_option(
+    _LOAD,
+    "validation",
+    type=click.Choice(("grouped", "folder")),
+    help="grouped: a patient-grouped part of the training files; folder: the data's own val/",
+)
 @option(
     "--image-size", type=POSITIVE_INT, default=224, help="side of the decoded images, in pixels"
 )
 @library_option(_LOAD, "seed")
+@option(
+    "--plots",
+    "plots_dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    metavar="DIR",
+    help="also draw class-counts.png, samples.png and image-statistics.png into DIR "
+    "(needs the plot extra)",
+)
 @format_option()
 def summary(
     data: common.DataChoice,
     validation_fraction: float,
+    validation: str,
     image_size: int,
     seed: int,
+    plots_dir: str | None,
     output_format: str,
 ) -> int:
-    """Summarise a data set: splits, images and patients per class."""
+    """Summarise a data set: splits, images and patients per class; --plots draws them."""
     splits = common.load_data(
         data,
         image_size=(image_size, image_size),
         validation_fraction=validation_fraction,
+        validation=validation,
         augment=False,
         seed=seed,
     )
+    figures: dict[str, str] = {}
+    if plots_dir is not None:
+        figures = _draw_data_figures(splits, Path(plots_dir), seed=seed)
     if output_format == "json":
         write_json(
             {
@@ -110,8 +135,27 @@ def summary(
                 "color_mode": splits.color_mode,
                 "class_counts": splits.class_counts,
                 "patients": {name: len(set(p)) for name, p in splits.patients.items()},
+                "figures": figures,
             }
         )
     else:
         click.echo(splits.summary())
+        for path in figures.values():
+            click.echo(f"wrote {path}")
     return EXIT_OK
+
+
+DATA_FIGURES = ("class-counts.png", "samples.png", "image-statistics.png")
+"""The files ``summary --plots DIR`` writes."""
+
+
+def _draw_data_figures(splits: Any, folder: Path, *, seed: int) -> dict[str, str]:
+    """Draw the data figures of ``splits`` into ``folder``; return name -> path."""
+    from cxr_pneumonia.plots import plot_class_counts, plot_image_statistics, plot_samples
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {name: folder / name for name in DATA_FIGURES}
+    plot_class_counts(splits, paths["class-counts.png"])
+    plot_samples(splits, paths["samples.png"], seed=seed)
+    plot_image_statistics(splits, paths["image-statistics.png"], seed=seed)
+    return {name.removesuffix(".png"): str(path) for name, path in paths.items()}

@@ -155,6 +155,20 @@ Examples:
 @library_option(
     _BUILD, "dropout", type=FRACTION, show_default="the model's", help="dropout rate in [0, 1)"
 )
+@library_option(
+    _BUILD,
+    "output",
+    type=click.Choice(("sigmoid", "softmax")),
+    show_default="the model's",
+    help="the model's output: one sigmoid unit or a 2-unit softmax (NORMAL, PNEUMONIA)",
+)
+@library_option(
+    _BUILD,
+    "activation",
+    type=click.Choice(("relu", "sigmoid")),
+    show_default="the model's",
+    help="hidden activation of the layer-table models (cnn1, cnn2, cnn3, cnn-kfold, dense-kfold)",
+)
 @option(
     "--tta",
     is_flag=True,
@@ -176,6 +190,13 @@ Examples:
     _LOAD,
     "validation_fraction",
     help="share of training patients held out for early stopping and the threshold",
+)
+@library_option(
+    _LOAD,
+    "validation",
+    type=click.Choice(("grouped", "folder")),
+    help="grouped: a patient-grouped part of the training files (--validation-fraction); "
+    "folder: the data folder's own val/ folder, as is",
 )
 @option(
     "--weights",
@@ -280,6 +301,7 @@ def train(ctx: click.Context, data: common.DataChoice, **args: Any) -> int:
         color_mode=args["color_mode"],
         batch_size=args["batch_size"],
         validation_fraction=args["validation_fraction"],
+        validation=args["validation"],
         augment=augmentation or False,
         seed=args["seed"],
     )
@@ -292,6 +314,8 @@ def train(ctx: click.Context, data: common.DataChoice, **args: Any) -> int:
             input_shape=(*size, channels),
             weights=weights,
             dropout=args["dropout"],
+            output=args["output"],
+            activation=args["activation"],
             seed=seed,
         )
 
@@ -378,6 +402,7 @@ def train(ctx: click.Context, data: common.DataChoice, **args: Any) -> int:
             "data_dir": str(Path(data.data_dir).resolve()) if data.data_dir else None,
             "class_counts": splits.class_counts,
             "validation_fraction": args["validation_fraction"],
+            "validation": args["validation"],
         },
         "model": args["model_name"],
         "epochs": args["epochs"],

@@ -60,6 +60,7 @@ from cxr_pneumonia.training.callbacks import (
     is_lower_better,
     run_state_callbacks,
 )
+from cxr_pneumonia.training.metrics import PositiveColumnAUC
 from cxr_pneumonia.training.options import (
     EXTRA_LOG_KEYS,
     METRIC_NAMES,
@@ -360,10 +361,8 @@ def _compile(
                 keras.metrics.CategoricalAccuracy(name="accuracy"),
                 keras.metrics.Precision(class_id=1, name="precision"),
                 keras.metrics.Recall(class_id=1, name="recall"),
-                keras.metrics.AUC(multi_label=True, num_labels=2, label_weights=[0, 1], name="auc"),
-                keras.metrics.AUC(
-                    curve="PR", multi_label=True, num_labels=2, label_weights=[0, 1], name="pr_auc"
-                ),
+                PositiveColumnAUC(name="auc"),
+                PositiveColumnAUC(curve="PR", name="pr_auc"),
             ]
         else:
             loss = keras.losses.BinaryCrossentropy()
