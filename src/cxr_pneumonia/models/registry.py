@@ -293,7 +293,7 @@ MODELS: dict[str, ModelSpec] = {
             "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5",
             f"{_KERAS_APPS}vgg19/vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5",
             "253f8cb515780f3b799900260a226db6",
-            "VGG-19 ImageNet base, dense 256 + dropout head (as the VGG19 study)",
+            "VGG-19 ImageNet base, pooled dense 256 + dropout head",
             "Simonyan & Zisserman (2015), Very Deep Convolutional Networks for "
             "Large-Scale Image Recognition, ICLR",
             head_units=(256,),
