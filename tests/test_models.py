@@ -27,6 +27,7 @@ from cxr_pneumonia.models import (
     list_models,
     set_backbone_trainable,
 )
+from cxr_pneumonia.models.cnn import build_cnn_small
 
 ALL_MODELS = (
     "cnn",
@@ -364,6 +365,27 @@ def test_unit_preprocessing_and_channel_repeat() -> None:
     assert np.array_equal(rgb[..., 2], images[..., 0])
     with pytest.raises(ValueError, match="preprocessing mode"):
         PixelPreprocessing("imagenet")
+
+
+def test_standardize_preprocessing_ignores_global_brightness_and_contrast() -> None:
+    rng = np.random.default_rng(0)
+    images = rng.uniform(60, 160, size=(2, SIZE, SIZE, 1)).astype("float32")
+    out = np.asarray(PixelPreprocessing("standardize")(images))
+    np.testing.assert_allclose(out.mean(axis=(1, 2, 3)), 0.0, atol=1e-4)
+    std = images.std(axis=(1, 2, 3))
+    np.testing.assert_allclose(out.std(axis=(1, 2, 3)), std / (std + 1.0), rtol=1e-4)  # 1 grey level
+    shifted = np.asarray(PixelPreprocessing("standardize")(1.5 * (images - 100) + 110))
+    np.testing.assert_allclose(shifted, out, atol=0.02)  # up to the epsilon's share
+    flat = np.asarray(PixelPreprocessing("standardize")(np.full((1, 4, 4, 1), 255.0)))
+    assert np.array_equal(flat, np.zeros_like(flat))  # no division by zero
+
+
+def test_cnn_small_standardizes_by_default_and_unit_stays_available() -> None:
+    standard = build_model("cnn-small", input_shape=(SIZE, SIZE, 1))
+    assert standard.get_layer("preprocess").mode == "standardize"
+    unit = build_cnn_small((SIZE, SIZE, 1), preprocessing="unit")
+    assert unit.get_layer("preprocess").mode == "unit"
+    assert unit.count_params() == standard.count_params()
 
 
 # --- weights ------------------------------------------------------------------------

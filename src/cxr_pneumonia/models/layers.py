@@ -8,8 +8,10 @@ layers, no pickled Python code).
 - [`PixelPreprocessing`][cxr_pneumonia.models.layers.PixelPreprocessing] casts to float and applies
   one of the preprocessing modes of `PREPROCESSING_MODES`: ``"unit"`` (scale to ``[0, 1]``, the
   custom CNNs), ``"caffe"`` (RGB to BGR and ImageNet mean subtraction, VGG19 / ResNet50),
-  ``"torch"`` (``[0, 1]`` then ImageNet mean / std, DenseNet) or ``"raw"`` (float ``0..255`` as is,
-  EfficientNet, whose rescaling is part of the Keras application).
+  ``"torch"`` (``[0, 1]`` then ImageNet mean / std, DenseNet), ``"raw"`` (float ``0..255`` as is,
+  EfficientNet, whose rescaling is part of the Keras application) or ``"standardize"`` (each
+  image to zero mean and unit standard deviation: an acquisition's global brightness and
+  contrast no longer reach the network; an option of ``cnn-small``).
 - [`RepeatChannels`][cxr_pneumonia.models.layers.RepeatChannels] turns a 1-channel image into 3
   identical channels (ImageNet backbones expect RGB); 3-channel input passes through.
 - [`FlipBatch`][cxr_pneumonia.models.layers.FlipBatch] and
@@ -44,6 +46,10 @@ PREPROCESSING_MODES: tuple[str, ...] = ("unit", "caffe", "torch", "raw")
 _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 _TORCH_MEAN_RGB = (0.485, 0.456, 0.406)
 _TORCH_STD_RGB = (0.229, 0.224, 0.225)
+# Added to the standard deviation of "standardize" (in grey levels): a flat
+# image maps to zeros instead of dividing by zero, and sensor noise of a
+# nearly flat one is not blown up.
+_STANDARDIZE_EPSILON = 1.0
 
 
 @keras.saving.register_keras_serializable(package="cxr_pneumonia")
@@ -81,6 +87,10 @@ class PixelPreprocessing(keras.layers.Layer):
             return x / 255.0
         if self.mode == "raw":
             return x
+        if self.mode == "standardize":
+            mean = ops.mean(x, axis=(1, 2, 3), keepdims=True)
+            std = ops.std(x, axis=(1, 2, 3), keepdims=True)
+            return (x - mean) / (std + _STANDARDIZE_EPSILON)
         if self.mode == "caffe":
             x = ops.flip(x, axis=-1)  # RGB -> BGR
             mean = ops.convert_to_tensor(_CAFFE_MEAN_BGR, dtype=self.compute_dtype)
