@@ -380,12 +380,14 @@ def test_standardize_preprocessing_ignores_global_brightness_and_contrast() -> N
     assert np.array_equal(flat, np.zeros_like(flat))  # no division by zero
 
 
-def test_cnn_small_standardizes_by_default_and_unit_stays_available() -> None:
-    standard = build_model("cnn-small", input_shape=(SIZE, SIZE, 1))
+def test_cnn_small_preprocessing_option() -> None:
+    unit = build_model("cnn-small", input_shape=(SIZE, SIZE, 1))
+    assert unit.get_layer("preprocess").mode == "unit"  # the shipped model's scaling
+    standard = build_cnn_small((SIZE, SIZE, 1), preprocessing="standardize")
     assert standard.get_layer("preprocess").mode == "standardize"
-    unit = build_cnn_small((SIZE, SIZE, 1), preprocessing="unit")
-    assert unit.get_layer("preprocess").mode == "unit"
     assert unit.count_params() == standard.count_params()
+    with pytest.raises(ValueError, match="preprocessing mode"):
+        build_cnn_small((SIZE, SIZE, 1), preprocessing="imagenet")
 
 
 # --- weights ------------------------------------------------------------------------
