@@ -373,7 +373,9 @@ def test_standardize_preprocessing_ignores_global_brightness_and_contrast() -> N
     out = np.asarray(PixelPreprocessing("standardize")(images))
     np.testing.assert_allclose(out.mean(axis=(1, 2, 3)), 0.0, atol=1e-4)
     std = images.std(axis=(1, 2, 3))
-    np.testing.assert_allclose(out.std(axis=(1, 2, 3)), std / (std + 1.0), rtol=1e-4)  # 1 grey level
+    np.testing.assert_allclose(
+        out.std(axis=(1, 2, 3)), std / (std + 1.0), rtol=1e-4
+    )  # 1 grey level
     shifted = np.asarray(PixelPreprocessing("standardize")(1.5 * (images - 100) + 110))
     np.testing.assert_allclose(shifted, out, atol=0.02)  # up to the epsilon's share
     flat = np.asarray(PixelPreprocessing("standardize")(np.full((1, 4, 4, 1), 255.0)))

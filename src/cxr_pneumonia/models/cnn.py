@@ -166,8 +166,8 @@ def build_cnn_small(
         output: ``"sigmoid"`` (one unit, the default and the shipped model's)
             or ``"softmax"`` (two units).
         preprocessing: A mode of
-            :class:`~cxr_pneumonia.models.layers.PixelPreprocessing`;
-            :data:`CNN_SMALL_PREPROCESSING` by default (``"unit"`` is the
+            [`PixelPreprocessing`][cxr_pneumonia.models.layers.PixelPreprocessing];
+            `CNN_SMALL_PREPROCESSING` by default (``"unit"`` is the
             scaling of the first shipped model).
         name: Model name.
 

@@ -39,7 +39,7 @@ __all__ = [
     "RepeatChannels",
 ]
 
-PREPROCESSING_MODES: tuple[str, ...] = ("unit", "caffe", "torch", "raw")
+PREPROCESSING_MODES: tuple[str, ...] = ("unit", "caffe", "torch", "raw", "standardize")
 """Modes of [`PixelPreprocessing`][cxr_pneumonia.models.layers.PixelPreprocessing]."""
 
 # ImageNet statistics, as in keras.applications.imagenet_utils.
