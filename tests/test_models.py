@@ -372,6 +372,7 @@ def test_standardize_preprocessing_ignores_global_brightness_and_contrast() -> N
     images = rng.uniform(60, 160, size=(2, SIZE, SIZE, 1)).astype("float32")
     out = np.asarray(PixelPreprocessing("standardize")(images))
     np.testing.assert_allclose(out.mean(axis=(1, 2, 3)), 0.0, atol=1e-4)
+    # the divisor adds one grey level
     std = images.std(axis=(1, 2, 3))
     np.testing.assert_allclose(
         out.std(axis=(1, 2, 3)), std / (std + 1.0), rtol=1e-4
