@@ -291,3 +291,27 @@ def test_train_ensemble_trains_k_seeds_and_saves_one_bundle(
     )  # fmt: skip
     assert code == 0, err
     assert json.loads(out_text)["threshold"] == pytest.approx(metadata.threshold)
+
+
+def test_train_ensemble_of_several_models(
+    capsys: pytest.CaptureFixture[str], data_dir: Path, workspace: Path
+) -> None:
+    out = workspace / "two-kinds"
+    common = ["--data-dir", data_dir, "--cache-dir", workspace / "cache", "--no-progress"]
+    code, _, err = run(
+        capsys, "train", *common, "--image-size", str(SIZE), "--epochs", "1",
+        "--batch-size", "4", "--validation-fraction", "0.34", "--seed", "3",
+        "--model", "cnn-small,cnn-kfold", "--ensemble", "2", "--out", out,
+    )  # fmt: skip
+    assert code == 0, err
+    _, metadata = load_bundle(out)
+    assert metadata.model_name == "cnn-small_cnn-kfold-x2"
+    assert [m["name"] for m in metadata.members] == ["cnn-small", "cnn-kfold"]
+    assert metadata.training["model"] == "cnn-small,cnn-kfold"
+    code, _, err = run(
+        capsys, "train", *common, "--model", "cnn-small,cnn-kfold,cnn1", "--ensemble", "2",
+        "--out", workspace / "refused",
+    )  # fmt: skip
+    assert code == 2
+    assert "several models need --ensemble K >= 3" in err
+    assert not (workspace / "refused").exists()

@@ -113,7 +113,8 @@ Examples:
     "model_name",
     default="cnn-small",
     metavar="NAME",
-    help="registry name (see `models`)",
+    help="registry name (see `models`); with --ensemble, several comma-separated names "
+    "train members of each in turn",
 )
 @library_option(_FIT, "epochs")
 @library_option(_LOAD, "batch_size", type=POSITIVE_INT)
@@ -184,7 +185,8 @@ Examples:
     type=POSITIVE_INT,
     metavar="K",
     help="train K members from seeds SEED..SEED+K-1 on the same split and save their "
-    "average as one bundle, its threshold chosen on the average (1: one model)",
+    "average as one bundle, its threshold chosen on the average (1: one model); member k "
+    "is model k mod N of a comma-separated --model list",
 )
 @library_option(
     _LOAD,
@@ -292,7 +294,19 @@ def train(ctx: click.Context, data: common.DataChoice, **args: Any) -> int:
         msg = "--tensorboard works for one model; leave it out with --ensemble"
         raise click.UsageError(msg)
     weights = None if args["weights"].lower() == "none" else args["weights"]
-    check_weights_available(args["model_name"], weights)  # before decoding the data
+    models = [name.strip() for name in args["model_name"].split(",") if name.strip()]
+    if not models:
+        msg = "--model is empty; give a registry name (see `models`)"
+        raise click.UsageError(msg)
+    if len(models) > args["ensemble"]:
+        msg = (
+            f"--model names {len(models)} models but --ensemble is {args['ensemble']}; "
+            f"several models need --ensemble K >= {len(models)} (member k is model k mod "
+            f"{len(models)})"
+        )
+        raise click.UsageError(msg)
+    for name in models:
+        check_weights_available(name, weights)  # before decoding the data
     size = (args["image_size"], args["image_size"])
     augmentation = _augmentation(args)
     splits = common.load_data(
@@ -310,7 +324,7 @@ def train(ctx: click.Context, data: common.DataChoice, **args: Any) -> int:
 
     def build(seed: int) -> Any:
         return build_model(
-            args["model_name"],
+            models[(seed - args["seed"]) % len(models)],
             input_shape=(*size, channels),
             weights=weights,
             dropout=args["dropout"],
@@ -332,11 +346,11 @@ def train(ctx: click.Context, data: common.DataChoice, **args: Any) -> int:
         "verbose": 1 if sys.stdout.isatty() else 2,  # no progress-bar redraws in log files
         "augment_on": args["augment_on"],
     }
-    model_name = args["model_name"]
+    model_name = models[0]
     if args["ensemble"] > 1:
         from cxr_pneumonia.training import fit_ensemble
 
-        model_name = f"{args['model_name']}-x{args['ensemble']}"
+        model_name = f"{'_'.join(models)}-x{args['ensemble']}"  # a valid Keras name
         trained = fit_ensemble(
             build,
             splits,
@@ -404,7 +418,7 @@ def train(ctx: click.Context, data: common.DataChoice, **args: Any) -> int:
             "validation_fraction": args["validation_fraction"],
             "validation": args["validation"],
         },
-        "model": args["model_name"],
+        "model": ",".join(models),
         "epochs": args["epochs"],
         "fine_tune_epochs": args["fine_tune_epochs"],
         **{key: value for key, value in run.items() if key != "wall_time"},
