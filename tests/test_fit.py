@@ -17,7 +17,9 @@ from cxr_pneumonia.training.callbacks import (
     MultiMetricEarlyStopping,
     TargetMetricsReached,
     default_callbacks,
+    warmup_cosine_decay,
 )
+from cxr_pneumonia.training.options import ema_momentum_for
 from helpers_training import make_splits, tiny_backbone_model, tiny_model
 
 
@@ -296,7 +298,8 @@ def test_fine_tune_phase_unfreezes_the_backbone(data, tmp_path) -> None:
     assert backbone.trainable
     assert result.phases == ("train", "train", "fine_tune", "fine_tune")
     assert result.epochs == (1, 2, 3, 4)
-    assert result.history["learning_rate"] == pytest.approx([1e-3, 1e-3, 1e-3, 1e-3])
+    # callbacks=None: no schedule; the first phase runs at fit's default rate
+    assert result.history["learning_rate"] == pytest.approx([2e-3, 2e-3, 1e-3, 1e-3])
     assert _logged_epochs(tmp_path) == [1, 2, 3, 4]
     assert any(
         not np.array_equal(a, b) for a, b in zip(frozen, backbone.get_weights(), strict=True)
@@ -442,3 +445,47 @@ def test_tensorboard_dir_without_tensorboard_says_how_to_install(data, monkeypat
     )
     with pytest.raises(ImportError, match=r"cxr-pneumonia\[tensorboard\]"):
         fit(tiny_model(), data, epochs=1, tensorboard_dir="tb", verbose=0)
+
+
+def test_default_recipe_adamw_ema_and_warmup_cosine(data) -> None:
+    model = tiny_model()
+    result = fit(model, data, epochs=4, verbose=0)
+    expected = warmup_cosine_decay(2e-3, epochs=4, warmup=2)
+    assert result.history["learning_rate"] == pytest.approx([expected(e) for e in range(4)])
+    assert result.epochs_run == 4  # no early stopping under the cosine schedule
+    assert isinstance(model.optimizer, keras.optimizers.AdamW)
+    assert model.optimizer.use_ema
+    assert float(model.optimizer.weight_decay) == pytest.approx(1e-4)
+
+
+def test_plateau_schedule_keeps_a_constant_rate_and_early_stopping(data) -> None:
+    result = fit(tiny_model(), data, epochs=2, schedule="plateau", ema=False, verbose=0)
+    assert result.history["learning_rate"] == pytest.approx([2e-3, 2e-3])
+    assert any(
+        isinstance(c, keras.callbacks.EarlyStopping)
+        for c in default_callbacks(None, schedule="plateau")
+    )
+    assert not any(
+        isinstance(c, (keras.callbacks.EarlyStopping, keras.callbacks.ReduceLROnPlateau))
+        for c in default_callbacks(None, schedule="cosine")
+    )
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"schedule": "linear"}, "schedule"),
+        ({"ema": 1}, "ema"),
+        ({"weight_decay": -1.0}, "weight_decay"),
+        ({"warmup_epochs": -1}, "warmup_epochs"),
+    ],
+)
+def test_recipe_options_are_checked(data, options, match) -> None:
+    with pytest.raises(ValueError, match=match):
+        fit(tiny_model(), data, epochs=1, verbose=0, **options)
+
+
+def test_ema_momentum_shrinks_on_short_runs() -> None:
+    assert ema_momentum_for(139 * 25) == pytest.approx(0.99)
+    assert ema_momentum_for(200) == pytest.approx(0.95)
+    assert ema_momentum_for(6) == 0.0

@@ -619,28 +619,49 @@ class SwapInEMAWeights(keras.callbacks.SwapEMAWeights):
     def __init__(self) -> None:
         super().__init__(swap_on_epoch=True)
         self._ema_weights_in_model: bool = False
+        self._raw_weights: list[Any] | None = None
 
     def on_epoch_begin(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
-        """Swap the raw training weights back in and resume the EMA updates."""
-        _ema_optimizer(self.model).use_ema = True
-        super().on_epoch_begin(epoch, logs)
+        """Put the raw training weights back for the next epoch's steps."""
+        if self._raw_weights is not None:
+            for variable, raw in zip(
+                self.model.trainable_variables, self._raw_weights, strict=True
+            ):
+                variable.assign(raw)
+            self._raw_weights = None
+            self._ema_weights_in_model = False
 
     def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
-        """Swap the EMA weights in for the callbacks that follow."""
-        if not self._ema_weights_in_model:
-            self._swap_variables()
-            self._ema_weights_in_model = True
-        # The EMA weights are in the model: Keras' final "copy the EMA into the
-        # weights" (finalize_variable_values, when fit ends) must not run, or it
-        # would copy the raw weights in. It only runs when use_ema is set, and no
-        # training step runs before on_epoch_begin sets it again.
-        _ema_optimizer(self.model).use_ema = False
+        """Copy the EMA weights into the model for the callbacks that follow.
 
-    def on_train_end(self, logs: Mapping[str, Any] | None = None) -> None:
-        """Leave the EMA weights in the model and the optimizer as it was configured."""
+        The raw weights are set aside (to come back at the next epoch's start)
+        and the optimizer's averages are left as they are, with ``use_ema`` on:
+        Keras' final "copy the averages into the weights" then changes
+        nothing, and a checkpoint saved now records the optimizer as it is
+        configured, so it loads with plain ``keras.saving.load_model``.
+        """
         optimizer = _ema_optimizer(self.model)
-        if optimizer is not None:
-            optimizer.use_ema = True
+        if optimizer is None or self._raw_weights is not None:
+            return
+        if self._ema_weights_in_model:  # swapped in by an evaluation: put the raw ones back
+            self._swap_variables()
+            self._ema_weights_in_model = False
+        variables = self.model.trainable_variables
+        self._raw_weights = [keras.ops.convert_to_numpy(v) for v in variables]
+        averages = optimizer._model_variables_moving_average
+        for variable, average in zip(variables, averages, strict=True):
+            variable.assign(average)
+        self._ema_weights_in_model = True
+
+    def on_test_begin(self, logs: Mapping[str, Any] | None = None) -> None:
+        """Validate the EMA weights (already in after an epoch's end)."""
+        if self._raw_weights is None:
+            super().on_test_begin(logs)
+
+    def on_test_end(self, logs: Mapping[str, Any] | None = None) -> None:
+        """Swap the raw weights back after a validation inside an epoch."""
+        if self._raw_weights is None:
+            super().on_test_end(logs)
 
 
 def step_decay(
@@ -745,13 +766,15 @@ def default_callbacks(
     reduce_lr_factor: float = 0.5,
     min_learning_rate: float = 1e-7,
     validation: bool = True,
+    schedule: Literal["plateau", "cosine"] = "plateau",
 ) -> list[keras.callbacks.Callback]:
     """The default callbacks of [`cxr_pneumonia.fit`][cxr_pneumonia.training.fitting.fit].
 
     In this order:
 
-    1. ``EarlyStopping`` on the validation loss, ``restore_best_weights=True``;
-    2. ``ReduceLROnPlateau`` on the validation loss;
+    1. ``EarlyStopping`` on the validation loss, ``restore_best_weights=True``
+       (``schedule="plateau"`` only);
+    2. ``ReduceLROnPlateau`` on the validation loss (``schedule="plateau"`` only);
     3. [`AtomicModelCheckpoint`][cxr_pneumonia.training.callbacks.AtomicModelCheckpoint] of the
        best validation loss (``best_val_loss.keras``);
     4. [`AtomicModelCheckpoint`][cxr_pneumonia.training.callbacks.AtomicModelCheckpoint] of the
@@ -776,6 +799,10 @@ def default_callbacks(
         min_learning_rate: Floor of ``ReduceLROnPlateau``.
         validation: ``False`` to monitor the training metrics (``loss``,
             ``accuracy``) when there is no validation data.
+        schedule: ``"plateau"`` for items 1 and 2; ``"cosine"`` leaves them
+            out: :func:`~cxr_pneumonia.fit` then drives the rate with
+            :func:`warmup_cosine_decay` and trains for every epoch asked
+            (the default recipe).
 
     Returns:
         A new list of new callback instances.
@@ -793,19 +820,24 @@ def default_callbacks(
     if not min_learning_rate >= 0:
         msg = f"default_callbacks min_learning_rate must be >= 0; got {min_learning_rate!r}"
         raise ValueError(msg)
+    if schedule not in ("plateau", "cosine"):
+        msg = f"default_callbacks schedule must be 'plateau' or 'cosine'; got {schedule!r}"
+        raise ValueError(msg)
     prefix = "val_" if validation else ""
-    callbacks: list[keras.callbacks.Callback] = [
-        keras.callbacks.EarlyStopping(
-            monitor=f"{prefix}loss", mode="min", patience=patience, restore_best_weights=True
-        ),
-        keras.callbacks.ReduceLROnPlateau(
-            monitor=f"{prefix}loss",
-            mode="min",
-            factor=reduce_lr_factor,
-            patience=reduce_lr_patience,
-            min_lr=min_learning_rate,
-        ),
-    ]
+    callbacks: list[keras.callbacks.Callback] = []
+    if schedule == "plateau":
+        callbacks += [
+            keras.callbacks.EarlyStopping(
+                monitor=f"{prefix}loss", mode="min", patience=patience, restore_best_weights=True
+            ),
+            keras.callbacks.ReduceLROnPlateau(
+                monitor=f"{prefix}loss",
+                mode="min",
+                factor=reduce_lr_factor,
+                patience=reduce_lr_patience,
+                min_lr=min_learning_rate,
+            ),
+        ]
     if checkpoint_dir is None:
         return callbacks
     folder = Path(checkpoint_dir)

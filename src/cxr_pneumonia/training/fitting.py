@@ -59,6 +59,7 @@ from cxr_pneumonia.training.callbacks import (
     default_callbacks,
     is_lower_better,
     run_state_callbacks,
+    warmup_cosine_decay,
 )
 from cxr_pneumonia.training.metrics import PositiveColumnAUC
 from cxr_pneumonia.training.options import (
@@ -70,6 +71,7 @@ from cxr_pneumonia.training.options import (
     check_model,
     check_optimizer,
     check_rate,
+    ema_momentum_for,
     make_optimizer,
 )
 from cxr_pneumonia.training.progress import TrainingProgress
@@ -343,10 +345,8 @@ def _seed_checkpoints(callbacks: Sequence[keras.callbacks.Callback], history: li
 def _compile(
     model: keras.Model,
     strategy: tf.distribute.Strategy,
-    optimizer: str | keras.optimizers.Optimizer,
-    learning_rate: float,
+    optimizer: keras.optimizers.Optimizer,
     *,
-    first: bool,
     kind: OutputKind | None = "sigmoid",
     xla: bool = False,
 ) -> None:
@@ -375,7 +375,7 @@ def _compile(
             ]
         model.compile(
             jit_compile=xla,
-            optimizer=make_optimizer(optimizer, learning_rate, first=first, strategy=strategy),
+            optimizer=optimizer,
             loss=loss,
             metrics=metrics,
         )
@@ -400,13 +400,22 @@ def _unaugmented_train(data: DatasetSplits) -> tuple[tf.data.Dataset, Augmentati
     return pipeline, aug
 
 
+def _cosine_scheduler(
+    peak: float, offset: int, epochs: int, warmup: int
+) -> keras.callbacks.LearningRateScheduler:
+    """Warmup-cosine over the ``epochs`` of a phase that starts at (0-based) epoch ``offset``."""
+    schedule = warmup_cosine_decay(peak, epochs=epochs, warmup=warmup)
+    return keras.callbacks.LearningRateScheduler(lambda epoch, lr: schedule(epoch - offset, lr))
+
+
 def _build_callbacks(
     callbacks: Sequence[keras.callbacks.Callback] | Literal["default"] | None,
     folder: Path | None,
     has_validation: bool,
+    schedule: Literal["cosine", "plateau"],
 ) -> list[keras.callbacks.Callback]:
     if isinstance(callbacks, str):
-        return default_callbacks(folder, validation=has_validation)
+        return default_callbacks(folder, validation=has_validation, schedule=schedule)
     chosen = list(callbacks or [])
     if folder is not None:
         kinds = (keras.callbacks.CSVLogger, keras.callbacks.BackupAndRestore)
@@ -434,9 +443,13 @@ def fit(
     model: keras.Model,
     data: DatasetSplits,
     *,
-    epochs: int = 30,
-    learning_rate: float = 1e-3,
-    optimizer: str | keras.optimizers.Optimizer = "adam",
+    epochs: int = 25,
+    learning_rate: float = 2e-3,
+    optimizer: str | keras.optimizers.Optimizer = "adamw",
+    weight_decay: float = 1e-4,
+    ema: bool = True,
+    schedule: Literal["cosine", "plateau"] = "cosine",
+    warmup_epochs: int = 2,
     class_weight: Mapping[int, float] | Literal["balanced"] | None = "balanced",
     callbacks: Sequence[keras.callbacks.Callback] | Literal["default"] | None = "default",
     checkpoint_dir: str | os.PathLike[str] | None = None,
@@ -485,6 +498,21 @@ def fit(
         optimizer: ``"adam"``, ``"adamw"``, ``"rmsprop"``, ``"sgd"``, or a fresh
             (unused) ``keras.optimizers.Optimizer``; the fine-tune phase uses a
             new optimizer of the same kind and configuration.
+        weight_decay: Decoupled weight decay of an optimizer given by name
+            (``0``: none); an instance keeps its own.
+        ema: Keep an exponential moving average of the weights (an optimizer
+            given by name; momentum 0.99, less on short runs: see
+            :func:`~cxr_pneumonia.training.options.ema_momentum_for`): the
+            model is validated, checkpointed and left with the averaged weights.
+        schedule: With ``callbacks="default"``: ``"cosine"`` runs every epoch
+            asked, the rate rising over ``warmup_epochs`` then following
+            :func:`~cxr_pneumonia.training.callbacks.warmup_cosine_decay` (the
+            fine-tune phase decays from its own rate, without warmup);
+            ``"plateau"`` halves the rate when the validation loss stalls and
+            stops early (``EarlyStopping`` restoring the best weights). A list
+            of ``callbacks`` replaces the schedule too.
+        warmup_epochs: Warmup epochs of the ``"cosine"`` schedule (at most
+            ``epochs - 1`` are used).
         class_weight: ``"balanced"`` (``data.class_weight``), ``{0: w0, 1: w1}``
             with positive weights, or ``None``.
         callbacks: ``"default"`` for
@@ -556,6 +584,15 @@ def fit(
     learning_rate = check_rate("learning_rate", learning_rate)
     fine_tune_learning_rate = check_rate("fine_tune_learning_rate", fine_tune_learning_rate)
     check_optimizer(optimizer)
+    weight_decay = 0.0 if weight_decay == 0 else check_rate("weight_decay", weight_decay)
+    warmup_epochs = check_int("warmup_epochs", warmup_epochs, 0)
+    for name, flag in (("ema", ema), ("deterministic", deterministic)):
+        if not isinstance(flag, bool):
+            msg = f"fit {name} must be True or False; got {flag!r}"
+            raise ValueError(msg)
+    if schedule not in ("cosine", "plateau"):
+        msg = f"fit schedule must be 'cosine' or 'plateau'; got {schedule!r}"
+        raise ValueError(msg)
     weights = check_class_weight(class_weight, data)
     if verbose not in ("auto", 0, 1, 2):
         msg = f"fit verbose must be 'auto', 0, 1 or 2; got {verbose!r}"
@@ -566,9 +603,6 @@ def fit(
         msg = f"fit augment_on must be 'auto', 'pipeline' or 'device'; got {augment_on!r}"
         raise ValueError(msg)
     tensorboard = _tensorboard_callback(tensorboard_dir)
-    if not isinstance(deterministic, bool):
-        msg = f"fit deterministic must be True or False; got {deterministic!r}"
-        raise ValueError(msg)
     if deterministic and seed is None:
         msg = (
             "fit deterministic=True needs a seed: without one, every run draws different "
@@ -637,7 +671,8 @@ def fit(
     if multi_worker and not strategy.extended.should_checkpoint:
         verbose = 0  # the chief shows the progress
 
-    chosen = _build_callbacks(callbacks, folder, has_validation)
+    chosen = _build_callbacks(callbacks, folder, has_validation, schedule)
+    steps_per_epoch = math.ceil(len(data.labels["train"]) / (data.batch_size * replicas))
     if tensorboard is not None:
         chosen.append(tensorboard)
     progress = None
@@ -668,12 +703,18 @@ def fit(
         state["phases"][phase] = "running"
         recorder = _RunState(state, state_path, phase)
         recorder.save()
+        momentum = ema_momentum_for(steps_per_epoch * phase_epochs) if ema else None
         _compile(
             model,
             strategy,
-            optimizer,
-            rate,
-            first=index == 0,
+            make_optimizer(
+                optimizer,
+                rate,
+                first=index == 0,
+                strategy=strategy,
+                weight_decay=weight_decay,
+                ema_momentum=momentum,
+            ),
             kind=kind,
             xla=machine.jit_compile and replicas == 1,
         )
@@ -688,6 +729,9 @@ def fit(
         )
         train = fit_multi_worker if multi_worker else _keras_fit
         phase_callbacks = _with_run_state(chosen, recorder)
+        if callbacks == "default" and schedule == "cosine":
+            warmup = min(warmup_epochs, phase_epochs - 1) if index == 0 else 0
+            phase_callbacks.append(_cosine_scheduler(rate, offset, phase_epochs, warmup))
         ema = _uses_ema(model.optimizer)
         if ema:  # validate, checkpoint and keep the EMA weights, not the raw ones
             phase_callbacks.insert(0, SwapInEMAWeights())

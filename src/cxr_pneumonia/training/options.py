@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     import tensorflow as tf
 
 __all__ = [
+    "EMA_MOMENTUM",
     "EXTRA_LOG_KEYS",
     "METRIC_NAMES",
     "OPTIMIZERS",
@@ -33,6 +34,7 @@ __all__ = [
     "check_model",
     "check_optimizer",
     "check_rate",
+    "ema_momentum_for",
     "make_optimizer",
 ]
 
@@ -47,6 +49,9 @@ OPTIMIZERS: dict[str, type[keras.optimizers.Optimizer]] = {
     "sgd": keras.optimizers.SGD,
 }
 """Optimizer names accepted by [`fit`][cxr_pneumonia.training.fitting.fit]."""
+
+EMA_MOMENTUM = 0.99
+"""Momentum of the weights' moving average of a long run (see :func:`ema_momentum_for`)."""
 
 EXTRA_LOG_KEYS = ("learning_rate",)
 """Keys fit logs besides the metrics."""
@@ -141,6 +146,8 @@ def make_optimizer(
     *,
     first: bool,
     strategy: tf.distribute.Strategy,
+    weight_decay: float = 0.0,
+    ema_momentum: float | None = None,
 ) -> keras.optimizers.Optimizer:
     """The optimizer of a phase; call it inside ``strategy.scope()``.
 
@@ -149,7 +156,9 @@ def make_optimizer(
     outside the model's strategy scope fails to build under a
     ``MirroredStrategy`` ("Mixing different tf.distribute.Strategy objects").
     Such an instance (unused: ``check_optimizer`` saw to it) is re-created
-    from its config in the scope.
+    from its config in the scope. A name gets ``weight_decay`` (``0``: none)
+    and, when ``ema_momentum`` is not ``None``, an exponential moving average
+    of the weights with that momentum; an instance keeps its own.
     """
     if isinstance(optimizer, keras.optimizers.Optimizer):
         config = optimizer.get_config()
@@ -159,7 +168,35 @@ def make_optimizer(
         else:
             config["learning_rate"] = learning_rate
         return type(optimizer).from_config(config)
-    return OPTIMIZERS[optimizer.lower()](learning_rate=learning_rate)
+    options: dict[str, Any] = {"learning_rate": learning_rate}
+    if weight_decay:
+        options["weight_decay"] = weight_decay
+    if ema_momentum is not None:
+        options.update(use_ema=True, ema_momentum=ema_momentum)
+    return OPTIMIZERS[optimizer.lower()](**options)
+
+
+def ema_momentum_for(steps: int, *, momentum: float = EMA_MOMENTUM) -> float:
+    """The EMA momentum of a phase of ``steps`` optimizer steps.
+
+    ``momentum`` (an average over about ``1 / (1 - momentum)`` steps, 100 for
+    0.99) unless that window would exceed a tenth of the phase: a short run
+    (a smoke test, a few epochs of a small data set) then averages over a
+    tenth of its steps, down to no averaging at all, instead of ending on
+    weights that are mostly the initial ones.
+
+    Args:
+        steps: Optimizer steps of the phase (``>= 0``).
+        momentum: The momentum of a long run.
+
+    Returns:
+        A momentum in ``[0, momentum]``.
+
+    Example:
+        >>> ema_momentum_for(3475), ema_momentum_for(200), ema_momentum_for(6)
+        (0.99, 0.95, 0.0)
+    """
+    return float(min(momentum, max(0.0, 1.0 - 10.0 / steps))) if steps > 0 else 0.0
 
 
 def callback_metrics(callback: keras.callbacks.Callback) -> list[str]:
