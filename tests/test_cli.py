@@ -384,7 +384,7 @@ def test_predict_json_with_a_glob_and_a_threshold(run: Run, bundle: Path, data_d
 def test_train_fits_the_ood_check_on_its_data(bundle: Path) -> None:
     ood = read_metadata(bundle).ood
     assert ood is not None
-    assert ood["feature_layers"] == ["gap"]
+    assert ood["feature_layers"] == ["cnn-small/gap"]  # through the default flip TTA
     training = read_metadata(bundle).training["data"]["class_counts"]
     assert ood["stats"]["n_fit"] == sum(training["train"].values())
     assert ood["stats"]["n_calibration"] == sum(training["validation"].values())
@@ -924,8 +924,10 @@ def test_every_option_says_what_it_does_and_its_default(name: str, command: obje
          "validation_fraction"),
         ("train", "target_sensitivity", "cxr_pneumonia.evaluation.thresholds:choose_threshold",
          "target_sensitivity"),
-        ("train", "warmup_epochs", "cxr_pneumonia.training.callbacks:warmup_cosine_decay",
-         "warmup"),
+        ("train", "warmup_epochs", "cxr_pneumonia.training.fitting:fit", "warmup_epochs"),
+        ("train", "weight_decay", "cxr_pneumonia.training.fitting:fit", "weight_decay"),
+        ("train", "ema", "cxr_pneumonia.training.fitting:fit", "ema"),
+        ("train", "schedule", "cxr_pneumonia.training.fitting:fit", "schedule"),
         ("explain", "alpha", "cxr_pneumonia.predictor:Predictor.explain", "alpha"),
         ("predict", "batch_size", "cxr_pneumonia.predictor:Predictor.__init__", "batch_size"),
         ("evaluate", "validation_fraction", "cxr_pneumonia.data.loading:load_dataset",

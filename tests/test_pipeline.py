@@ -450,7 +450,9 @@ def test_augmentation_is_validated(kwargs, match):
 
 def test_augmentation_defaults_and_frozen():
     aug = Augmentation()
-    assert (aug.rotation, aug.shift, aug.shear, aug.zoom) == (10.0, 0.1, 0.1, 0.1)
+    # the shipped model's recipe (scripts/train_default_model.sh)
+    assert (aug.rotation, aug.shift, aug.shear, aug.zoom) == (10.0, 0.1, 0.1, 0.15)
+    assert (aug.brightness, aug.contrast) == (0.15, 0.25)
     assert aug.horizontal_flip
     assert aug.enabled
     with pytest.raises(AttributeError):

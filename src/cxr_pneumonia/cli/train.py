@@ -36,7 +36,6 @@ _logger = logging.getLogger("cxr_pneumonia")
 _FIT = "cxr_pneumonia.training.fitting:fit"
 _LOAD = "cxr_pneumonia.data.loading:load_dataset"
 _BUILD = "cxr_pneumonia.models.registry:build_model"
-_WARMUP = "cxr_pneumonia.training.callbacks:warmup_cosine_decay"
 _THRESHOLD = "cxr_pneumonia.evaluation.thresholds:choose_threshold"
 
 
@@ -132,27 +131,23 @@ Examples:
     help="optimizer name",
 )
 @library_option(_FIT, "learning_rate", type=POSITIVE_FLOAT, help="(peak) learning rate")
-@option(
-    "--weight-decay",
-    type=NON_NEGATIVE_FLOAT,
-    default=0.0,
-    help="decoupled weight decay of the optimizer",
-)
-@option(
-    "--ema",
-    is_flag=True,
-    help="keep an exponential moving average of the weights and save that",
-)
-@option(
-    "--schedule",
-    type=click.Choice(("plateau", "cosine")),
-    default="plateau",
-    help="plateau: the default callbacks (early stopping, halve the rate on plateaus); "
-    "cosine: a fixed-length run, linear warmup then cosine decay, no early stopping",
+@library_option(
+    _FIT, "weight_decay", type=NON_NEGATIVE_FLOAT, help="decoupled weight decay (0: none)"
 )
 @library_option(
-    _WARMUP, "warmup", "--warmup-epochs", "warmup_epochs", help="warmup epochs of --schedule cosine"
+    _FIT,
+    "ema",
+    "--ema/--no-ema",
+    help="keep an exponential moving average of the weights and save that",
 )
+@library_option(
+    _FIT,
+    "schedule",
+    type=click.Choice(("cosine", "plateau")),
+    help="cosine: every epoch runs, linear warmup then cosine decay; plateau: halve the "
+    "rate when the validation loss stalls, stop early, keep the best epoch",
+)
+@library_option(_FIT, "warmup_epochs", help="warmup epochs of --schedule cosine")
 @library_option(
     _BUILD, "dropout", type=FRACTION, show_default="the model's", help="dropout rate in [0, 1)"
 )
@@ -171,10 +166,10 @@ Examples:
     help="hidden activation of the layer-table models (cnn1, cnn2, cnn3, cnn-kfold, dense-kfold)",
 )
 @option(
-    "--tta",
-    is_flag=True,
+    "--tta/--no-tta",
+    default=True,
     help="save a model that averages each image with its mirror image (test-time "
-    "augmentation; twice the inference cost)",
+    "augmentation, as the shipped model; twice the inference cost)",
 )
 @library_option(
     "cxr_pneumonia.training.ensembling:fit_ensemble",
@@ -337,9 +332,12 @@ def train(ctx: click.Context, data: common.DataChoice, **args: Any) -> int:
     fit_options: dict[str, Any] = {
         "epochs": args["epochs"],
         "learning_rate": args["learning_rate"],
-        "optimizer": _optimizer(args),
+        "optimizer": args["optimizer"],
+        "weight_decay": args["weight_decay"],
+        "ema": args["ema"],
+        "schedule": args["schedule"],
+        "warmup_epochs": args["warmup_epochs"],
         "class_weight": "balanced" if args["class_weight"] else None,
-        "callbacks": _schedule_callbacks(args),
         "fine_tune_epochs": args["fine_tune_epochs"],
         "fine_tune_learning_rate": args["fine_tune_learning_rate"],
         "deterministic": args["deterministic"],
@@ -479,32 +477,6 @@ def _augmentation(args: dict[str, Any]) -> Augmentation | None:
     if not args["augment"]:
         return None
     return Augmentation(**{name: args[name] for name in Augmentation.options()})
-
-
-def _optimizer(args: dict[str, Any]) -> Any:
-    """The optimizer name, or an instance when weight decay or EMA is asked for."""
-    if not args["weight_decay"] and not args["ema"]:
-        return args["optimizer"]
-    from cxr_pneumonia.training.options import OPTIMIZERS
-
-    options: dict[str, Any] = {"learning_rate": args["learning_rate"], "use_ema": args["ema"]}
-    if args["weight_decay"]:
-        options["weight_decay"] = args["weight_decay"]
-    return OPTIMIZERS[args["optimizer"]](**options)
-
-
-def _schedule_callbacks(args: dict[str, Any]) -> Any:
-    """``"default"`` for the plateau schedule, else the warmup-cosine scheduler alone."""
-    if args["schedule"] == "plateau":
-        return "default"
-    import keras
-
-    from cxr_pneumonia.training.callbacks import warmup_cosine_decay
-
-    schedule = warmup_cosine_decay(
-        args["learning_rate"], epochs=args["epochs"], warmup=args["warmup_epochs"]
-    )
-    return [keras.callbacks.LearningRateScheduler(schedule)]
 
 
 def _show_validation_report(report: Any, threshold: float) -> None:

@@ -800,9 +800,9 @@ def default_callbacks(
         validation: ``False`` to monitor the training metrics (``loss``,
             ``accuracy``) when there is no validation data.
         schedule: ``"plateau"`` for items 1 and 2; ``"cosine"`` leaves them
-            out: :func:`~cxr_pneumonia.fit` then drives the rate with
-            :func:`warmup_cosine_decay` and trains for every epoch asked
-            (the default recipe).
+            out: [`fit`][cxr_pneumonia.training.fitting.fit] then drives the rate
+            with [`warmup_cosine_decay`][cxr_pneumonia.training.callbacks.warmup_cosine_decay]
+            and trains for every epoch asked (the default recipe).
 
     Returns:
         A new list of new callback instances.

@@ -502,11 +502,11 @@ def fit(
             (``0``: none); an instance keeps its own.
         ema: Keep an exponential moving average of the weights (an optimizer
             given by name; momentum 0.99, less on short runs: see
-            :func:`~cxr_pneumonia.training.options.ema_momentum_for`): the
+            [`ema_momentum_for`][cxr_pneumonia.training.options.ema_momentum_for]): the
             model is validated, checkpointed and left with the averaged weights.
         schedule: With ``callbacks="default"``: ``"cosine"`` runs every epoch
             asked, the rate rising over ``warmup_epochs`` then following
-            :func:`~cxr_pneumonia.training.callbacks.warmup_cosine_decay` (the
+            [`warmup_cosine_decay`][cxr_pneumonia.training.callbacks.warmup_cosine_decay] (the
             fine-tune phase decays from its own rate, without warmup);
             ``"plateau"`` halves the rate when the validation loss stalls and
             stops early (``EarlyStopping`` restoring the best weights). A list
@@ -731,7 +731,8 @@ def fit(
         phase_callbacks = _with_run_state(chosen, recorder)
         if callbacks == "default" and schedule == "cosine":
             warmup = min(warmup_epochs, phase_epochs - 1) if index == 0 else 0
-            phase_callbacks.append(_cosine_scheduler(rate, offset, phase_epochs, warmup))
+            # first, so the logs of every later callback (the CSV log) carry the rate
+            phase_callbacks.insert(0, _cosine_scheduler(rate, offset, phase_epochs, warmup))
         ema = _uses_ema(model.optimizer)
         if ema:  # validate, checkpoint and keep the EMA weights, not the raw ones
             phase_callbacks.insert(0, SwapInEMAWeights())

@@ -51,7 +51,7 @@ OPTIMIZERS: dict[str, type[keras.optimizers.Optimizer]] = {
 """Optimizer names accepted by [`fit`][cxr_pneumonia.training.fitting.fit]."""
 
 EMA_MOMENTUM = 0.99
-"""Momentum of the weights' moving average of a long run (see :func:`ema_momentum_for`)."""
+"""Momentum of the weights' moving average of a long run (see `ema_momentum_for`)."""
 
 EXTRA_LOG_KEYS = ("learning_rate",)
 """Keys fit logs besides the metrics."""
