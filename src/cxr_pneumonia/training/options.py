@@ -192,7 +192,7 @@ def ema_momentum_for(steps: int, *, momentum: float = EMA_MOMENTUM) -> float:
     Returns:
         A momentum in ``[0, momentum]``.
 
-    Example:
+    Examples:
         >>> ema_momentum_for(3475), ema_momentum_for(200), ema_momentum_for(6)
         (0.99, 0.95, 0.0)
     """
