@@ -704,17 +704,19 @@ def fit(
         recorder = _RunState(state, state_path, phase)
         recorder.save()
         momentum = ema_momentum_for(steps_per_epoch * phase_epochs) if ema else None
-        _compile(
-            model,
-            strategy,
-            make_optimizer(
+        with strategy.scope():  # a Keras optimizer builds in the strategy it was made in
+            phase_optimizer = make_optimizer(
                 optimizer,
                 rate,
                 first=index == 0,
                 strategy=strategy,
                 weight_decay=weight_decay,
                 ema_momentum=momentum,
-            ),
+            )
+        _compile(
+            model,
+            strategy,
+            phase_optimizer,
             kind=kind,
             xla=machine.jit_compile and replicas == 1,
         )
