@@ -164,7 +164,7 @@ def test_crash_during_save_leaves_nothing(
     def crash(folder: Path) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(bundle_module, "_fsync_dir", crash)
+    monkeypatch.setattr(bundle_module, "fsync_dir", crash)
     with pytest.raises(BundleError, match="disk full"):
         save_model(model, tmp_path / "new", threshold=0.6)
     with pytest.raises(BundleError, match="disk full"):

@@ -17,6 +17,7 @@ This module imports nothing else of the package.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import shutil
@@ -30,6 +31,7 @@ __all__ = [
     "fsync_dir",
     "fsync_file",
     "remove_debris",
+    "sha256_file",
     "temporary_name",
 ]
 
@@ -49,6 +51,22 @@ def temporary_name(name: str, suffix: str = "") -> str:
         A name matching `TEMPORARY_PATTERN`.
     """
     return f".{name}.tmp-{uuid.uuid4().hex[:12]}{suffix}"
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """The SHA-256 of a file's bytes, read in 1 MiB chunks.
+
+    Args:
+        path: The file.
+
+    Returns:
+        The hex digest.
+    """
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def fsync_file(path: str | os.PathLike[str]) -> None:

@@ -27,7 +27,6 @@ predicts pays only for inference.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import importlib
@@ -44,7 +43,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cxr_pneumonia._files import remove_debris
+from cxr_pneumonia._files import fsync_dir, fsync_file, remove_debris, sha256_file
 from cxr_pneumonia._version import __version__
 from cxr_pneumonia.exceptions import BundleError, OverwriteRefusedError
 from cxr_pneumonia.images import channels_for, check_color_mode, check_image_size
@@ -90,7 +89,6 @@ _MAX_CONFIG_BYTES = 64 << 20
 _CODE_CLASSES = frozenset({"Lambda", "__lambda__", "TFSMLayer"})
 _ALLOWED_MODULE = re.compile(r"^(keras|builtins|cxr_pneumonia)(\..+)?$")
 _OLD_COPY = re.compile(r"^\.(?P<name>.+)\.old-[0-9a-f]{12}$")
-_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -448,17 +446,17 @@ def save_model(
             metadata,
             metrics=_plain_json(extras["metrics"]),
             training=_plain_json(extras["training"]),
-            sha256=_sha256(model_file),
+            sha256=sha256_file(model_file),
             created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             ood=ood_meta,
         )
         meta_file = tmp / METADATA_FILE
         meta_file.write_text(json.dumps(metadata.to_dict(), indent=2) + "\n", encoding="utf-8")
         for file in (*written, meta_file):
-            _fsync_file(file)
-        _fsync_dir(tmp)
+            fsync_file(file)
+        fsync_dir(tmp)
         _replace_dir(tmp, target, overwrite=overwrite)
-        _fsync_dir(target.parent)
+        fsync_dir(target.parent)
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(exc, (BundleError, KeyboardInterrupt, SystemExit)):
@@ -581,7 +579,7 @@ def load_bundle(path: str | os.PathLike[str]) -> tuple[keras.Model, BundleMetada
         )
         raise BundleError(msg)
     metadata = read_metadata(folder)
-    digest = _sha256(folder / MODEL_FILE)
+    digest = sha256_file(folder / MODEL_FILE)
     if digest != metadata.sha256:
         msg = (
             f"{folder / MODEL_FILE} does not match the SHA-256 recorded in {METADATA_FILE} "
@@ -730,10 +728,10 @@ def add_ood_check(path: str | os.PathLike[str], check: OODCheck) -> Path:
         updated = dataclasses.replace(metadata, ood=ood_meta)
         meta_file.write_text(json.dumps(updated.to_dict(), indent=2) + "\n", encoding="utf-8")
         for file in (tmp / MODEL_FILE, ood_file, meta_file):
-            _fsync_file(file)
-        _fsync_dir(tmp)
+            fsync_file(file)
+        fsync_dir(tmp)
         _replace_dir(tmp, target, overwrite=True)
-        _fsync_dir(target.parent)
+        fsync_dir(target.parent)
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(exc, OSError):
@@ -850,29 +848,6 @@ def _model_input_shape(model: keras.Model) -> tuple[int | None, int | None, int 
         raise ValueError(msg)
     height, width, channels = shape[1:]
     return height, width, channels
-
-
-def _sha256(file: Path) -> str:
-    digest = hashlib.sha256()
-    with file.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _fsync_file(file: Path) -> None:
-    with file.open("rb") as handle:
-        os.fsync(handle.fileno())
-
-
-def _fsync_dir(folder: Path) -> None:
-    # Directories can't be opened for fsync on Windows; the rename is still atomic.
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def _replace_dir(tmp: Path, target: Path, *, overwrite: bool) -> None:

@@ -49,6 +49,7 @@ __all__ = [
     "overlay",
     "resize_heatmap",
     "resolve_layer",
+    "tap_layers",
 ]
 
 _TAPS: weakref.WeakKeyDictionary[Any, dict[tuple[str, ...], Any]] = weakref.WeakKeyDictionary()
@@ -419,7 +420,7 @@ def _cached_tap(model: Any, paths: tuple[str, ...]) -> Any:
     if cached is not None:
         return cached
     flat = dict(_flat_layers(model))
-    tapped = _tap(model, [flat[p] for p in paths])
+    tapped = tap_layers(model, [flat[p] for p in paths])
     with _TAPS_LOCK:
         return _TAPS.setdefault(model, {}).setdefault(paths, tapped)
 
@@ -430,8 +431,14 @@ def _contains(container: Any, layer: Any) -> bool:
     return any(inner is layer or _contains(inner, layer) for inner in container.layers)
 
 
-def _tap(model: Any, wanted: list[Any]) -> Any:
+def tap_layers(model: Any, wanted: list[Any]) -> Any:
     """A model sharing ``model``'s layers that returns ``[*wanted outputs, output]``.
+
+    One forward pass gives the activations of ``wanted`` (layers anywhere in
+    ``model``, also inside nested models such as a flip-TTA wrapper or an
+    ensemble's members) and the model's own output, connected for
+    ``GradientTape`` (Grad-CAM) and cheap to call for features (the
+    out-of-distribution check).
 
     Nested models holding a wanted layer are replaced, in the re-run forward
     pass, by a tapped version of themselves (recursively), so the activations
@@ -444,7 +451,7 @@ def _tap(model: Any, wanted: list[Any]) -> Any:
     def call(layer: Any, *args: Any, **kwargs: Any) -> Any:
         inner = [w for w in wanted if w is not layer and _contains(layer, w)]
         if inner:
-            outs = _tap(layer, inner)(*args, **kwargs)
+            outs = tap_layers(layer, inner)(*args, **kwargs)
             for w, value in zip(inner, outs[:-1], strict=True):
                 captured[id(w)] = value
             out = outs[-1]
@@ -465,6 +472,7 @@ def _tap(model: Any, wanted: list[Any]) -> Any:
             model, clone_function=lambda layer: layer, call_function=call
         )
         inputs, output = clone.inputs, clone.outputs
+        inputs = inputs[0] if len(inputs) == 1 else inputs
         output = output[0] if len(output) == 1 else output
     missing = [w.name for w in wanted if id(w) not in captured]
     if missing:  # pragma: no cover - a wanted layer is always on the forward path

@@ -49,6 +49,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from cxr_pneumonia.gradcam import tap_layers
+
 if TYPE_CHECKING:
     import keras
     import tensorflow as tf
@@ -382,7 +384,7 @@ def feature_model(model: keras.Model, layers: Sequence[str]) -> keras.Model:
         ValueError: If a layer path is unknown or not on the forward path.
     """
     wanted = resolve_layers(model, layers)
-    tapped = _tap(model, wanted)
+    tapped = tap_layers(model, wanted)
     outputs = list(tapped.outputs)
     inputs = tapped.inputs[0] if len(tapped.inputs) == 1 else tapped.inputs
     return _keras_model(inputs, [outputs[-1], *outputs[:-1]], f"{model.name}_features")
@@ -392,53 +394,6 @@ def _keras_model(inputs: Any, outputs: Any, name: str) -> Any:
     import keras
 
     return keras.Model(inputs, outputs, name=name)
-
-
-def _contains(container: Any, layer: Any) -> bool:
-    import keras
-
-    if not isinstance(container, keras.Model):
-        return False
-    return any(inner is layer or _contains(inner, layer) for inner in container.layers)
-
-
-def _tap(model: Any, wanted: list[Any]) -> Any:
-    """A model sharing ``model``'s layers that returns ``[*wanted outputs, output]``."""
-    import keras
-
-    captured: dict[int, Any] = {}
-
-    def call(layer: Any, *args: Any, **kwargs: Any) -> Any:
-        inner = [w for w in wanted if w is not layer and _contains(layer, w)]
-        if inner:
-            outs = _tap(layer, inner)(*args, **kwargs)
-            for w, value in zip(inner, outs[:-1], strict=True):
-                captured[id(w)] = value
-            out = outs[-1]
-        else:
-            out = layer(*args, **kwargs)
-        if any(w is layer for w in wanted):
-            captured[id(layer)] = out
-        return out
-
-    if isinstance(model, keras.Sequential):
-        spec = model.inputs[0]
-        inputs: Any = keras.Input(shape=tuple(spec.shape[1:]), dtype=spec.dtype)
-        output: Any = inputs
-        for layer in model.layers:
-            output = call(layer, output)
-    else:
-        clone = keras.models.clone_model(
-            model, clone_function=lambda layer: layer, call_function=call
-        )
-        inputs, output = clone.inputs, clone.outputs
-        inputs = inputs[0] if len(inputs) == 1 else inputs
-        output = output[0] if len(output) == 1 else output
-    missing = [w.name for w in wanted if id(w) not in captured]
-    if missing:
-        msg = f"layers {missing} are not on the forward path of model {model.name!r}"
-        raise ValueError(msg)
-    return keras.Model(inputs, [captured[id(w)] for w in wanted] + [output])
 
 
 def pool_features(features: tf.Tensor, batch: tf.Tensor) -> tf.Tensor:

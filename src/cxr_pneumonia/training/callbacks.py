@@ -22,7 +22,6 @@ Examples:
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import math
@@ -35,7 +34,7 @@ from typing import Any, Literal
 
 import keras
 
-from cxr_pneumonia._files import TEMPORARY_PATTERN, atomic_path
+from cxr_pneumonia._files import TEMPORARY_PATTERN, atomic_path, sha256_file
 from cxr_pneumonia.exceptions import TrainingError
 
 __all__ = [
@@ -479,7 +478,7 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
         weights = self._folder / state["weights"]
         fix = f"delete {self._folder} (or pass resume=False to fit) to start over"
         try:
-            digest = _sha256(weights)
+            digest = sha256_file(weights)
         except OSError as exc:
             msg = (
                 f"the training backup {weights} named by {self._state_path} can't be read "
@@ -526,7 +525,7 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
         # Keras wants the file name to end in .weights.h5.
         with atomic_path(weights, suffix=".weights.h5") as tmp:
             self.model.save_weights(tmp, overwrite=True)
-        state = {"epoch": self._current_epoch, "weights": name, "sha256": _sha256(weights)}
+        state = {"epoch": self._current_epoch, "weights": name, "sha256": sha256_file(weights)}
         with atomic_path(self._state_path) as tmp:
             tmp.write_text(json.dumps(state) + "\n", encoding="utf-8")
         # Only now is the new backup the one the state names: drop the older ones.
@@ -569,14 +568,6 @@ class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
                 self.model.save(tmp, overwrite=True)
         if self.verbose > 0:
             logger.info("epoch %d: saved the model to %s", epoch + 1, target)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class EpochCSVLogger(keras.callbacks.CSVLogger):
