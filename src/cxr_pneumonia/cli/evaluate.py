@@ -8,7 +8,7 @@ import click
 
 from cxr_pneumonia.cli import common
 from cxr_pneumonia.cli.options import PROBABILITY, library_option, option
-from cxr_pneumonia.cli.output import EXIT_OK, format_option, is_terminal, write_json
+from cxr_pneumonia.cli.output import EXIT_OK, format_option, write_json, write_report
 
 __all__ = ["evaluate", "export"]
 
@@ -72,15 +72,8 @@ def evaluate(
         result: dict[str, Any] = {"bundle": bundle, "data": splits.source, "split": chosen}
         result.update(report.to_dict(include_scores=False))
         write_json(result)
-    elif is_terminal():
-        from rich.console import Console
-
-        console = Console()
-        console.print(f"{bundle} on {splits.source}, split {chosen}\n")
-        console.print(report)
     else:
-        click.echo(f"{bundle} on {splits.source}, split {chosen}\n")
-        click.echo(report.to_markdown())
+        write_report(f"{bundle} on {splits.source}, split {chosen}", report, report.to_markdown())
     return EXIT_OK
 
 

@@ -26,6 +26,7 @@ __all__ = [
     "is_terminal",
     "plain_table",
     "write_json",
+    "write_report",
     "write_table",
 ]
 
@@ -84,6 +85,25 @@ def write_json(value: Any) -> None:
         value: Anything `json.dumps` takes (other objects are written as text).
     """
     click.echo(json.dumps(value, indent=2, default=str))
+
+
+def write_report(title: str, report: Any, plain: str) -> None:
+    """A titled report on standard output: rich tables on a terminal, ``plain`` otherwise.
+
+    Args:
+        title: The line above the report.
+        report: An object rich can render (an evaluation or shift report).
+        plain: Its text for files and pipes.
+    """
+    if is_terminal():
+        from rich.console import Console
+
+        console = Console()
+        console.print(f"{title}\n")
+        console.print(report)
+    else:
+        click.echo(f"{title}\n")
+        click.echo(plain)
 
 
 def write_table(header: Sequence[str], rows: Sequence[Sequence[Any]], *, title: str = "") -> None:

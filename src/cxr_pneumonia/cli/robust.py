@@ -18,7 +18,13 @@ from cxr_pneumonia.cli.options import (
     library_option,
     option,
 )
-from cxr_pneumonia.cli.output import EXIT_OK, PROG, format_option, is_terminal, write_json
+from cxr_pneumonia.cli.output import (
+    EXIT_OK,
+    PROG,
+    format_option,
+    write_json,
+    write_report,
+)
 
 __all__ = ["ensemble", "shift_report"]
 
@@ -323,13 +329,6 @@ def shift_report(
         write_json({"bundle": bundle, **report.to_dict()})
     elif output_format == "markdown":
         click.echo(report.to_markdown())
-    elif is_terminal():
-        from rich.console import Console
-
-        console = Console()
-        console.print(f"{bundle} on {loaded.source}, split {split}\n")
-        console.print(report)
     else:
-        click.echo(f"{bundle} on {loaded.source}, split {split}\n")
-        click.echo(report.to_text())
+        write_report(f"{bundle} on {loaded.source}, split {split}", report, report.to_text())
     return EXIT_OK
