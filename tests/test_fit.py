@@ -478,11 +478,28 @@ def test_plateau_schedule_keeps_a_constant_rate_and_early_stopping(data) -> None
         ({"ema": 1}, "ema"),
         ({"weight_decay": -1.0}, "weight_decay"),
         ({"warmup_epochs": -1}, "warmup_epochs"),
+        ({"label_smoothing": 1.0}, "label_smoothing"),
+        ({"label_smoothing": -0.1}, "label_smoothing"),
+        ({"label_smoothing": True}, "label_smoothing"),
     ],
 )
 def test_recipe_options_are_checked(data, options, match) -> None:
     with pytest.raises(ValueError, match=match):
         fit(tiny_model(), data, epochs=1, verbose=0, **options)
+
+
+def test_label_smoothing_pulls_the_training_targets_towards_one_half(data) -> None:
+    model = tiny_model()
+    fit(model, data, epochs=1, label_smoothing=0.2, callbacks=None, verbose=0)
+    # A PNEUMONIA label is trained as 0.9: the loss of predicting 0.9 is the
+    # entropy of 0.9, and predicting 1 - 1e-7 costs more than predicting 0.9.
+    entropy = -(0.9 * np.log(0.9) + 0.1 * np.log(0.1))
+    at_target = float(model.loss(np.array([[1.0]]), np.array([[0.9]])))
+    assert at_target == pytest.approx(entropy, rel=1e-4)
+    assert float(model.loss(np.array([[1.0]]), np.array([[1 - 1e-7]]))) > at_target
+    plain = tiny_model()
+    fit(plain, data, epochs=1, callbacks=None, verbose=0)
+    assert float(plain.loss(np.array([[1.0]]), np.array([[0.9]]))) == pytest.approx(-np.log(0.9))
 
 
 def test_ema_momentum_shrinks_on_short_runs() -> None:

@@ -149,6 +149,12 @@ Examples:
 )
 @library_option(_FIT, "warmup_epochs", help="warmup epochs of --schedule cosine")
 @library_option(
+    _FIT,
+    "label_smoothing",
+    type=FRACTION,
+    help="pull the training labels towards 1/2 by this amount (0: none)",
+)
+@library_option(
     _BUILD, "dropout", type=FRACTION, show_default="the model's", help="dropout rate in [0, 1)"
 )
 @library_option(
@@ -337,6 +343,7 @@ def train(ctx: click.Context, data: common.DataChoice, **args: Any) -> int:
         "ema": args["ema"],
         "schedule": args["schedule"],
         "warmup_epochs": args["warmup_epochs"],
+        "label_smoothing": args["label_smoothing"],
         "class_weight": "balanced" if args["class_weight"] else None,
         "fine_tune_epochs": args["fine_tune_epochs"],
         "fine_tune_learning_rate": args["fine_tune_learning_rate"],
@@ -427,6 +434,7 @@ def train(ctx: click.Context, data: common.DataChoice, **args: Any) -> int:
         "ema": args["ema"],
         "schedule": args["schedule"],
         "warmup_epochs": args["warmup_epochs"] if args["schedule"] == "cosine" else None,
+        "label_smoothing": args["label_smoothing"],
         "augmentation": dataclasses.asdict(augmentation) if augmentation else None,
         "test_time_augmentation": "horizontal flip" if args["tta"] else None,
         "class_weight": "balanced" if args["class_weight"] else None,

@@ -349,6 +349,7 @@ def _compile(
     *,
     kind: OutputKind | None = "sigmoid",
     xla: bool = False,
+    label_smoothing: float = 0.0,
 ) -> None:
     with strategy.scope(), warnings.catch_warnings():
         # Keras warns when a layer has no XLA kernel and falls back: logged below instead.
@@ -356,7 +357,9 @@ def _compile(
         if kind == "softmax":
             # One-hot labels; precision, recall and the AUCs read the PNEUMONIA
             # column only, so the logs mean what they mean for a sigmoid model.
-            loss: keras.losses.Loss = keras.losses.CategoricalCrossentropy()
+            loss: keras.losses.Loss = keras.losses.CategoricalCrossentropy(
+                label_smoothing=label_smoothing
+            )
             metrics: list[keras.metrics.Metric] = [
                 keras.metrics.CategoricalAccuracy(name="accuracy"),
                 keras.metrics.Precision(class_id=1, name="precision"),
@@ -365,7 +368,7 @@ def _compile(
                 PositiveColumnAUC(curve="PR", name="pr_auc"),
             ]
         else:
-            loss = keras.losses.BinaryCrossentropy()
+            loss = keras.losses.BinaryCrossentropy(label_smoothing=label_smoothing)
             metrics = [
                 keras.metrics.BinaryAccuracy(name="accuracy"),
                 keras.metrics.Precision(name="precision"),
@@ -450,6 +453,7 @@ def fit(
     ema: bool = True,
     schedule: Literal["cosine", "plateau"] = "cosine",
     warmup_epochs: int = 2,
+    label_smoothing: float = 0.0,
     class_weight: Mapping[int, float] | Literal["balanced"] | None = "balanced",
     callbacks: Sequence[keras.callbacks.Callback] | Literal["default"] | None = "default",
     checkpoint_dir: str | os.PathLike[str] | None = None,
@@ -513,6 +517,10 @@ def fit(
             of ``callbacks`` replaces the schedule too.
         warmup_epochs: Warmup epochs of the ``"cosine"`` schedule (at most
             ``epochs - 1`` are used).
+        label_smoothing: Train on labels pulled towards 1/2 by this amount
+            (``keras.losses.BinaryCrossentropy(label_smoothing=)``: a PNEUMONIA
+            label counts as ``1 - label_smoothing / 2``), in ``[0, 1)``; ``0``: none.
+            The loss figures (also ``val_loss``) are those of the smoothed labels.
         class_weight: ``"balanced"`` (``data.class_weight``), ``{0: w0, 1: w1}``
             with positive weights, or ``None``.
         callbacks: ``"default"`` for
@@ -586,6 +594,13 @@ def fit(
     check_optimizer(optimizer)
     weight_decay = 0.0 if weight_decay == 0 else check_rate("weight_decay", weight_decay)
     warmup_epochs = check_int("warmup_epochs", warmup_epochs, 0)
+    if (
+        isinstance(label_smoothing, bool)
+        or not isinstance(label_smoothing, (int, float))
+        or not 0 <= label_smoothing < 1
+    ):
+        msg = f"fit label_smoothing must be a number in [0, 1); got {label_smoothing!r}"
+        raise ValueError(msg)
     for name, flag in (("ema", ema), ("deterministic", deterministic)):
         if not isinstance(flag, bool):
             msg = f"fit {name} must be True or False; got {flag!r}"
@@ -719,6 +734,7 @@ def fit(
             phase_optimizer,
             kind=kind,
             xla=machine.jit_compile and replicas == 1,
+            label_smoothing=float(label_smoothing),
         )
         _seed_checkpoints(chosen, state["history"])
         _trim_logs(chosen, offset)
