@@ -126,3 +126,27 @@ def test_cross_validate_checks_the_builder() -> None:
         cross_validate(tiny_model, data, folds=2, model_options={"dropout": 0.1})
     with pytest.raises(TypeError, match="registered model name or a function"):
         cross_validate(3, data, folds=2)  # type: ignore[arg-type]
+
+
+def test_cross_validate_defaults_are_the_default_recipe(built, monkeypatch) -> None:
+    """Without options a fold trains as fit does by default: 25 epochs, augmented."""
+    made: list[tuple[bool, object]] = []
+    original = crossval_module._make_dataset
+
+    def spy(images, labels, *, batch_size, shuffle, augment, seed):
+        made.append((shuffle, augment))
+        return original(
+            images, labels, batch_size=batch_size, shuffle=shuffle, augment=augment, seed=seed
+        )
+
+    fold_epochs: list[int] = []
+
+    def fake_fit(model, data, *, epochs: int, seed, checkpoint_dir, **options):
+        fold_epochs.append(epochs)
+        model.compile(loss="binary_crossentropy", metrics=["accuracy"])
+
+    monkeypatch.setattr(crossval_module, "_make_dataset", spy)
+    monkeypatch.setattr(crossval_module, "fit", fake_fit)
+    cross_validate("tiny", make_splits(12, 12), folds=2)
+    assert fold_epochs == [25, 25]
+    assert made == [(True, True), (False, False)] * 2  # augment the training part only

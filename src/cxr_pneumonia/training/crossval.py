@@ -159,10 +159,10 @@ def cross_validate(
     data: DatasetSplits,
     *,
     folds: int = 5,
-    epochs: int = 10,
+    epochs: int = 25,
     seed: int = 0,
     model_options: Mapping[str, Any] | None = None,
-    augment: Augmentation | bool = False,
+    augment: Augmentation | bool = True,
     checkpoint_dir: str | os.PathLike[str] | None = None,
     **fit_options: Any,
 ) -> CrossValidationResult:
@@ -188,11 +188,13 @@ def cross_validate(
             ``"train"`` (and ``"validation"`` if present) are used, batched
             with ``data.batch_size``.
         folds: Number of folds (``>= 2``, at most the number of patients).
-        epochs: Epochs of each fold's training.
+        epochs: Epochs of each fold's training (the default recipe's 25, as ``fit``).
         seed: Seed of the fold assignment, the pipelines and the training.
         model_options: Keyword arguments of ``build_model`` (e.g.
             ``{"weights": None, "dropout": 0.3}``); ``input_shape`` comes from the data.
-        augment: Augmentation of each fold's training part (see ``make_dataset``).
+        augment: Augmentation of each fold's training part (see ``make_dataset``):
+            ``True`` is the default recipe's
+            [`Augmentation()`][cxr_pneumonia.data.augment.Augmentation], ``False`` none.
         checkpoint_dir: If given, fold ``k`` writes its checkpoints in
             ``checkpoint_dir/fold-k`` (and resumes from it).
         **fit_options: More keyword arguments of [`fit`][cxr_pneumonia.training.fitting.fit] (e.g.
