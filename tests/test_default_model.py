@@ -1,7 +1,7 @@
 """The default model shipped in the package: present, self-describing, and right.
 
 These tests load the real bundle in ``cxr_pneumonia/assets/default_model``
-(trained by ``scripts/train_default_model.py``), offline.
+(built by ``scripts/train_default_model.sh``), offline.
 """
 
 from __future__ import annotations
@@ -29,13 +29,17 @@ def test_default_bundle_is_small_and_records_how_it_was_made() -> None:
     size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
     assert size < 5 * 1024 * 1024, f"the shipped bundle is {size / 1e6:.1f} MB"
     metadata = read_metadata(folder)
-    assert metadata.model_name == "cnn-small"
+    assert metadata.model_name == "cnn-small-x4"
     assert metadata.class_names == ("NORMAL", "PNEUMONIA")
     assert 0.0 < metadata.threshold < 1.0
-    # The committed command (scripts/train_default_model.sh) that rebuilt it.
-    assert metadata.training["command"].startswith("cxr-pneumonia train ")
-    assert "--out src/cxr_pneumonia/assets/default_model" in metadata.training["command"]
+    # The last command of scripts/train_default_model.sh, which rebuilt it.
+    command = metadata.training["command"]
+    assert command.startswith("cxr-pneumonia ensemble ")
+    assert "--out src/cxr_pneumonia/assets/default_model" in command
     assert isinstance(metadata.training["seed"], int)
+    # Four cnn-small members of the default recipe, each with its provenance.
+    assert [m["name"] for m in metadata.members] == ["cnn-small"] * 4
+    assert all(len(m["weights_sha256"]) == 64 for m in metadata.members)
     # The validation figures it was shipped with, at its threshold.
     assert metadata.metrics["target_sensitivity"] == pytest.approx(0.97)
     assert metadata.metrics["val_recall"] >= 0.97

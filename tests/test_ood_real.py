@@ -44,10 +44,13 @@ def test_the_shipped_bundle_carries_a_small_check() -> None:
     folder = Path(str(ASSETS / "default_model"))
     ood = read_metadata(folder).ood
     assert ood is not None
-    assert ood["feature_layers"] == ["cnn-small/gap"]
+    # One block of pooled features per member of the shipped 4-model ensemble.
+    assert len(ood["feature_layers"]) == 4
+    assert all(layer.endswith("/gap") for layer in ood["feature_layers"])
+    assert ood["dims"] == [192] * 4
     assert ood["acceptance"] == pytest.approx(0.99)
     assert ood["stats"]["calibration"] == "validation"
-    assert (folder / ood["file"]).stat().st_size < 256 * 1024
+    assert (folder / ood["file"]).stat().st_size < 1024 * 1024
 
 
 def test_the_shipped_samples_are_accepted(predictor: Predictor) -> None:

@@ -277,3 +277,23 @@ def test_plot_model_writes_the_graph(tmp_path: Path) -> None:
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
     plots.plot_model(model, tmp_path / "model.png")
     png_size(tmp_path / "model.png")
+
+
+def test_plot_gradcam_of_an_ensemble_names_the_layer_once_and_fits(tmp_path: Path) -> None:
+    from PIL import Image
+
+    layers = ["member_0/cnn-small/stage3_block2_out"] + [
+        f"member_{k}/stage3_block2_out" for k in range(1, 4)
+    ]
+    explanation = SimpleNamespace(
+        prediction=SimpleNamespace(label="NORMAL", probability=0.01, threshold=0.3),
+        overlay=Image.new("RGB", (40, 30), (10, 200, 30)),
+        heatmap=np.zeros((30, 40), dtype=np.float32),
+        layer=", ".join(layers),
+    )
+    figure = plots.plot_gradcam(explanation, tmp_path / "gradcam.png", title="x.jpeg")
+    boxes = dict(_label_boxes(figure))
+    caption = "Grad-CAM of layer stage3_block2_out, averaged over 4 members"
+    assert caption in boxes
+    assert boxes[caption].x0 >= 0
+    assert boxes[caption].x1 <= figure.bbox.width
