@@ -237,6 +237,24 @@ def test_ensemble_with_data_chooses_the_threshold_on_validation(
     assert metadata.training["data"]["validation_fraction"] == 0.34
 
 
+def test_ensemble_warns_only_about_splits_that_are_recorded_and_differ(
+    bundle: Path, workspace: Path
+) -> None:
+    from cxr_pneumonia.bundle import read_metadata
+    from cxr_pneumonia.cli.common import splits_differ
+
+    member = save_model(spread_model(3), workspace / "member", training={"seed": 4})
+    other = save_model(
+        spread_model(4),
+        workspace / "other-split",
+        training={"seed": 3, "data": {"validation_fraction": 0.2}},
+    )
+    first, unknown, different = map(read_metadata, (bundle, member, other))
+    assert not splits_differ([first, unknown])  # a fit_ensemble member: its split is unknown
+    assert not splits_differ([first, first])
+    assert splits_differ([first, unknown, different])
+
+
 def test_ensemble_refuses_members_that_do_not_match(
     capsys: pytest.CaptureFixture[str], bundle: Path, workspace: Path
 ) -> None:

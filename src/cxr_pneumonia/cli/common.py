@@ -206,6 +206,23 @@ def recorded_split(metadata: Any) -> tuple[float | None, int | None]:
     return fraction, seed
 
 
+def splits_differ(records: Any) -> bool:
+    """Whether bundles name different validation splits in their training records.
+
+    Only records that name a split (a validation fraction) count: a member
+    saved by ``fit_ensemble`` records its own seed but not the split it was
+    trained on, which is unknown, not different.
+
+    Args:
+        records: [`BundleMetadata`][cxr_pneumonia.bundle.BundleMetadata] objects.
+
+    Returns:
+        ``True`` when two recorded splits disagree.
+    """
+    named = {split for split in map(recorded_split, records) if split[0] is not None}
+    return len(named) > 1
+
+
 def validation_metrics(report: Any, target: float) -> dict[str, Any]:
     """A bundle's ``metrics`` record: the validation report's figures and the target.
 

@@ -126,9 +126,8 @@ def ensemble(
         if fraction is not None:
             training["data"] = {"validation_fraction": fraction}
     else:
-        splits = {common.recorded_split(m) for m in members}
         fraction, recorded_seed = common.recorded_split(first)
-        if len(splits) > 1:
+        if common.splits_differ(members):
             _logger.warning(
                 "the members were trained with different validation splits; the first one's "
                 "is used, so some validation patients may be training patients of other members"
@@ -278,7 +277,7 @@ def shift_report(
                 "input size and color mode"
             )
             raise ValueError(msg)
-    if len({common.recorded_split(p.metadata) for p in predictors}) > 1 and split == "validation":
+    if common.splits_differ([p.metadata for p in predictors]) and split == "validation":
         _logger.warning(
             "the bundles were trained with different validation splits; the first one's is "
             "used, so some images may be training images of the others"
