@@ -255,6 +255,19 @@ def test_ensemble_warns_only_about_splits_that_are_recorded_and_differ(
     assert splits_differ([first, unknown, different])
 
 
+def test_validation_split_prefers_options_then_the_record_then_the_defaults(
+    bundle: Path, workspace: Path
+) -> None:
+    from cxr_pneumonia.bundle import read_metadata
+    from cxr_pneumonia.cli.common import validation_split
+
+    recorded = read_metadata(bundle)  # fraction 0.34, seed 3
+    bare = read_metadata(save_model(spread_model(5), workspace / "no-record"))
+    assert validation_split(recorded, None, None) == (0.34, 3)
+    assert validation_split(recorded, 0.2, 0) == (0.2, 0)
+    assert validation_split(bare, None, None) == (0.1, 0)
+
+
 def test_ensemble_refuses_members_that_do_not_match(
     capsys: pytest.CaptureFixture[str], bundle: Path, workspace: Path
 ) -> None:

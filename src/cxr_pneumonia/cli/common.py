@@ -21,7 +21,9 @@ __all__ = [
     "model_option",
     "ood_option",
     "recorded_split",
+    "splits_differ",
     "validation_metrics",
+    "validation_split",
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -204,6 +206,28 @@ def recorded_split(metadata: Any) -> tuple[float | None, int | None]:
     fraction = float(fraction) if isinstance(fraction, (int, float)) and 0 <= fraction < 1 else None
     seed = seed if isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0 else None
     return fraction, seed
+
+
+def validation_split(
+    metadata: Any, validation_fraction: float | None, seed: int | None
+) -> tuple[float, int]:
+    """The validation split to re-draw for a bundle: the options given, else its record's.
+
+    Args:
+        metadata: The bundle's [`BundleMetadata`][cxr_pneumonia.bundle.BundleMetadata].
+        validation_fraction: ``--validation-fraction``, or ``None`` for the recorded one.
+        seed: ``--seed``, or ``None`` for the recorded one.
+
+    Returns:
+        ``(validation_fraction, seed)``; without an option or a record,
+        ``load_dataset``'s defaults (0.1 and 0).
+    """
+    recorded_fraction, recorded_seed = recorded_split(metadata)
+    if validation_fraction is None:
+        validation_fraction = 0.1 if recorded_fraction is None else recorded_fraction
+    if seed is None:
+        seed = 0 if recorded_seed is None else recorded_seed
+    return float(validation_fraction), seed
 
 
 def splits_differ(records: Any) -> bool:

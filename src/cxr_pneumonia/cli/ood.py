@@ -66,16 +66,12 @@ def ood_fit(
     from cxr_pneumonia.ood import fit_ood_check
 
     model, metadata = load_bundle(bundle)
-    recorded_fraction, recorded_seed = common.recorded_split(metadata)
-    fraction = validation_fraction
-    if fraction is None:
-        fraction = 0.1 if recorded_fraction is None else recorded_fraction
-    chosen_seed = seed if seed is not None else (recorded_seed or 0)
+    fraction, chosen_seed = common.validation_split(metadata, validation_fraction, seed)
     splits = common.load_data(
         data,
         image_size=metadata.image_size,
         color_mode=metadata.color_mode,
-        validation_fraction=float(fraction),
+        validation_fraction=fraction,
         augment=False,
         seed=chosen_seed,
     )

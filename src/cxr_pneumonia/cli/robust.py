@@ -126,16 +126,12 @@ def ensemble(
         if fraction is not None:
             training["data"] = {"validation_fraction": fraction}
     else:
-        fraction, recorded_seed = common.recorded_split(first)
         if common.splits_differ(members):
             _logger.warning(
                 "the members were trained with different validation splits; the first one's "
                 "is used, so some validation patients may be training patients of other members"
             )
-        fraction = validation_fraction if validation_fraction is not None else fraction
-        chosen_seed = seed if seed is not None else recorded_seed
-        fraction = 0.1 if fraction is None else fraction
-        chosen_seed = 0 if chosen_seed is None else chosen_seed
+        fraction, chosen_seed = common.validation_split(first, validation_fraction, seed)
         loaded = common.load_data(
             data,
             image_size=first.image_size,
@@ -282,11 +278,7 @@ def shift_report(
             "the bundles were trained with different validation splits; the first one's is "
             "used, so some images may be training images of the others"
         )
-    recorded_fraction, recorded_seed = common.recorded_split(predictor.metadata)
-    fraction = validation_fraction
-    if fraction is None:
-        fraction = 0.1 if recorded_fraction is None else recorded_fraction
-    chosen_seed = seed if seed is not None else (recorded_seed or 0)
+    fraction, chosen_seed = common.validation_split(predictor.metadata, validation_fraction, seed)
     if split == "validation":
         _logger.info("validation split: fraction %g, seed %d", fraction, chosen_seed)
     loaded = common.load_data(
