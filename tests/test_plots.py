@@ -290,6 +290,7 @@ def test_plot_gradcam_of_an_ensemble_names_the_layer_once_and_fits(tmp_path: Pat
         overlay=Image.new("RGB", (40, 30), (10, 200, 30)),
         heatmap=np.zeros((30, 40), dtype=np.float32),
         layer=", ".join(layers),
+        layers=tuple(layers),
     )
     figure = plots.plot_gradcam(explanation, tmp_path / "gradcam.png", title="x.jpeg")
     boxes = dict(_label_boxes(figure))

@@ -428,14 +428,14 @@ def plot_feature_maps(
     return _finish(figure, path)
 
 
-def _layer_caption(layer: str) -> str:
-    """``"Grad-CAM of layer X"``; an ensemble's ``"m0/X, m1/X, ..."`` shortened to fit."""
-    parts = [part.strip() for part in layer.split(",")]
-    if len(parts) == 1:
-        return f"Grad-CAM of layer {layer}"
-    names = {part.rsplit("/", 1)[-1] for part in parts}
-    which = names.pop() if len(names) == 1 else f"{parts[0]}, ..."
-    return f"Grad-CAM of layer {which}, averaged over {len(parts)} members"
+def _layer_caption(explanation: Any) -> str:
+    """``"Grad-CAM of layer X"``; an ensemble's ``m0/X, m1/X, ...`` shortened to fit."""
+    layers = tuple(getattr(explanation, "layers", ())) or (explanation.layer,)
+    if len(layers) == 1:
+        return f"Grad-CAM of layer {layers[0]}"
+    names = {layer.rsplit("/", 1)[-1] for layer in layers}
+    which = names.pop() if len(names) == 1 else f"{layers[0]}, ..."
+    return f"Grad-CAM of layer {which}, averaged over {len(layers)} members"
 
 
 def plot_gradcam(
@@ -481,7 +481,7 @@ def plot_gradcam(
         f"{prediction.label}: P(PNEUMONIA) = {probability}, threshold {prediction.threshold:.3f}"
     )
     ax.set_title("\n".join(lines), fontsize=10)
-    ax.set_xlabel(_layer_caption(explanation.layer), fontsize=8)
+    ax.set_xlabel(_layer_caption(explanation), fontsize=8)
     colours = ListedColormap(jet_colormap(np.linspace(0.0, 1.0, 256)) / 255.0)
     scale = ScalarMappable(norm=Normalize(0.0, 1.0), cmap=colours)
     bar = figure.colorbar(scale, ax=ax, fraction=0.046, pad=0.03)
