@@ -67,6 +67,7 @@ from cxr_pneumonia.training.options import (
     METRIC_NAMES,
     check_callbacks,
     check_class_weight,
+    check_fraction,
     check_int,
     check_model,
     check_optimizer,
@@ -594,13 +595,7 @@ def fit(
     check_optimizer(optimizer)
     weight_decay = 0.0 if weight_decay == 0 else check_rate("weight_decay", weight_decay)
     warmup_epochs = check_int("warmup_epochs", warmup_epochs, 0)
-    if (
-        isinstance(label_smoothing, bool)
-        or not isinstance(label_smoothing, (int, float))
-        or not 0 <= label_smoothing < 1
-    ):
-        msg = f"fit label_smoothing must be a number in [0, 1); got {label_smoothing!r}"
-        raise ValueError(msg)
+    label_smoothing = check_fraction("label_smoothing", label_smoothing)
     for name, flag in (("ema", ema), ("deterministic", deterministic)):
         if not isinstance(flag, bool):
             msg = f"fit {name} must be True or False; got {flag!r}"
@@ -734,7 +729,7 @@ def fit(
             phase_optimizer,
             kind=kind,
             xla=machine.jit_compile and replicas == 1,
-            label_smoothing=float(label_smoothing),
+            label_smoothing=label_smoothing,
         )
         _seed_checkpoints(chosen, state["history"])
         _trim_logs(chosen, offset)

@@ -30,6 +30,7 @@ __all__ = [
     "callback_metrics",
     "check_callbacks",
     "check_class_weight",
+    "check_fraction",
     "check_int",
     "check_model",
     "check_optimizer",
@@ -73,6 +74,13 @@ def check_rate(name: str, value: object) -> float:
         or not (math.isfinite(value) and value > 0)
     ):
         msg = f"fit {name} must be a finite number > 0; got {value!r}"
+        raise ValueError(msg)
+    return float(value)
+
+
+def check_fraction(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        msg = f"fit {name} must be a number in [0, 1); got {value!r}"
         raise ValueError(msg)
     return float(value)
 
