@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 from pathlib import Path
@@ -265,7 +266,12 @@ def test_validation_split_prefers_options_then_the_record_then_the_defaults(
     bare = read_metadata(save_model(spread_model(5), workspace / "no-record"))
     assert validation_split(recorded, None, None) == (0.34, 3)
     assert validation_split(recorded, 0.2, 0) == (0.2, 0)
-    assert validation_split(bare, None, None) == (0.1, 0)
+    defaults = inspect.signature(load_dataset).parameters
+    assert validation_split(bare, None, None) == (
+        defaults["validation_fraction"].default,
+        defaults["seed"].default,
+    )
+    assert validation_split(bare, None, None) == (0.15, 0)  # the default recipe's split
 
 
 def test_ensemble_refuses_members_that_do_not_match(

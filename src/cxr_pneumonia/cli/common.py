@@ -220,11 +220,14 @@ def validation_split(
 
     Returns:
         ``(validation_fraction, seed)``; without an option or a record,
-        ``load_dataset``'s defaults (0.1 and 0).
+        ``load_dataset``'s defaults (`DEFAULT_VALIDATION_FRACTION` and 0).
     """
     recorded_fraction, recorded_seed = recorded_split(metadata)
     if validation_fraction is None:
-        validation_fraction = 0.1 if recorded_fraction is None else recorded_fraction
+        from cxr_pneumonia.data.loading import DEFAULT_VALIDATION_FRACTION
+
+        recorded = recorded_fraction
+        validation_fraction = DEFAULT_VALIDATION_FRACTION if recorded is None else recorded
     if seed is None:
         seed = 0 if recorded_seed is None else recorded_seed
     return float(validation_fraction), seed

@@ -41,11 +41,16 @@ from cxr_pneumonia.images import (
     resize_image,
 )
 
-__all__ = ["VALIDATION_SOURCES", "load_dataset"]
+__all__ = ["DEFAULT_VALIDATION_FRACTION", "VALIDATION_SOURCES", "load_dataset"]
 
 VALIDATION_SOURCES: tuple[str, ...] = ("grouped", "folder")
 """Where [`load_dataset`][cxr_pneumonia.data.loading.load_dataset] takes the validation
 split from (its ``validation=``)."""
+
+DEFAULT_VALIDATION_FRACTION = 0.15
+"""The share of training patients [`load_dataset`][cxr_pneumonia.data.loading.load_dataset] holds
+out by default: the default recipe's (the shipped model's members held out 15 %), so that
+``load_dataset(...)`` with default arguments draws the split the shipped model was tuned on."""
 
 logger = logging.getLogger("cxr_pneumonia")
 
@@ -61,7 +66,7 @@ def load_dataset(
     image_size: Sequence[int] = (224, 224),
     color_mode: str = "grayscale",
     batch_size: int = 32,
-    validation_fraction: float = 0.1,
+    validation_fraction: float = DEFAULT_VALIDATION_FRACTION,
     validation: str = "grouped",
     augment: Augmentation | bool = True,
     seed: int = 0,
@@ -93,7 +98,8 @@ def load_dataset(
         color_mode: ``"grayscale"`` (1 channel) or ``"rgb"`` (3 channels).
         batch_size: Images per batch.
         validation_fraction: Share of the training files held out for
-            validation, in ``[0, 1)``; ``0`` gives no validation split.
+            validation, in ``[0, 1)`` (default 0.15, the default recipe's); ``0`` gives no
+            validation split.
             Used with ``validation="grouped"`` only.
         validation: Where the validation split comes from. ``"grouped"``
             (the default): carved from the training files, grouped by patient
