@@ -159,6 +159,37 @@ def test_shift_report_compares_several_bundles_on_the_same_images(
     )
     assert code == 1
     assert "--plot draws one bundle's report; got 2 bundles" in err
+    code, _, err = run(capsys, "shift-report", bundle, *common, "--average")
+    assert code == 1
+    assert "--average needs two or more bundles; got 1" in err
+
+
+def test_shift_report_average_is_what_the_ensemble_of_the_bundles_scores(
+    capsys: pytest.CaptureFixture[str],
+    bundle: Path,
+    second_bundle: Path,
+    data_dir: Path,
+    workspace: Path,
+) -> None:
+    common = ["--data-dir", data_dir, "--cache-dir", workspace / "cache", "--no-progress"]
+    options = [*common, "--split", "test", "--shifts", "contrast,blur", "--format", "json"]
+    code, out, err = run(capsys, "shift-report", bundle, second_bundle, *options, "--average")
+    assert code == 0, err
+    reports = json.loads(out)["reports"]
+    assert list(reports) == [str(bundle), str(second_bundle), "mean of 2"]
+    mean = reports["mean of 2"]
+    assert mean["threshold"] == pytest.approx(0.35)  # the mean of 0.45 and 0.25
+    code, _, err = run(capsys, "ensemble", bundle, second_bundle, "--out", workspace / "both")
+    assert code == 0, err
+    code, out, err = run(capsys, "shift-report", workspace / "both", *options)
+    assert code == 0, err
+    built = json.loads(out)
+    assert built["threshold"] == pytest.approx(0.35)
+    rows = zip([mean["baseline"], *mean["rows"]], [built["baseline"], *built["rows"]], strict=True)
+    for got, want in rows:
+        assert (got["shift"], got["strength"]) == (want["shift"], want["strength"])
+        for metric in ("roc_auc", "sensitivity", "specificity", "accuracy"):
+            assert got[metric] == pytest.approx(want[metric], abs=1e-6), (got, metric)
 
 
 def test_shift_report_refuses_unknown_shifts_and_bad_plot_names(

@@ -11,11 +11,13 @@ import keras
 import numpy as np
 import pytest
 
-from cxr_pneumonia.evaluation import EvaluationReport
+from cxr_pneumonia.ensembles import ensemble
+from cxr_pneumonia.evaluation import EvaluationReport, choose_threshold
 from cxr_pneumonia.robustness import (
     SHIFT_METRICS,
     ShiftReport,
     ShiftResult,
+    average_shift_reports,
     compare_shift_reports,
     shift_report,
 )
@@ -77,6 +79,100 @@ def test_rows_are_the_metrics_of_the_model_on_the_shifted_images() -> None:
     assert report.worst("sensitivity") is darker
     # A constant offset keeps the ranking: the AUC is unchanged.
     assert brighter.roc_auc == pytest.approx(report.baseline.roc_auc, abs=1e-9)
+
+
+def darkness_model(size: int = 16) -> keras.Model:
+    """A second, different model: 1 - the mean of the squared pixel values / 255**2."""
+    inputs = keras.Input((size, size, 1))
+    x = keras.layers.Rescaling(1 / 255)(inputs)
+    x = keras.layers.Lambda(lambda t: t * t)(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Lambda(lambda t: 1.0 - t)(x)
+    return keras.Model(inputs, outputs, name="darkness")
+
+
+SOME_SHIFTS = {"brightness": [-0.2, 0.2], "contrast": [0.6], "noise": [8.0]}
+
+
+def test_a_report_reads_its_own_probabilities_at_another_threshold() -> None:
+    images, labels = flat_images()
+    report = shift_report(brightness_model(), (images, labels), shifts=SOME_SHIFTS, seed=5)
+    assert report.labels is not None
+    assert report.scores is not None
+    np.testing.assert_array_equal(report.labels, labels)
+    assert len(report.scores) == 1 + len(report.rows)
+    np.testing.assert_allclose(report.scores[0], images.mean(axis=(1, 2, 3)) / 255, atol=1e-6)
+    moved = report.at_threshold(0.4)
+    rerun = shift_report(
+        brightness_model(), (images, labels), shifts=SOME_SHIFTS, seed=5, threshold=0.4
+    )
+    assert moved == rerun  # every row's metrics, the threshold and the settings
+    assert moved.baseline.specificity < report.baseline.specificity  # the threshold moved
+    assert moved.baseline.roc_auc == report.baseline.roc_auc
+    with pytest.raises(ValueError, match="threshold"):
+        report.at_threshold(1.5)
+
+
+def test_the_average_of_reports_is_the_report_of_the_ensemble() -> None:
+    images, labels = flat_images()
+    models = [brightness_model(), darkness_model()]
+    reports = [shift_report(m, (images, labels), shifts=SOME_SHIFTS, seed=5) for m in models]
+    both = ensemble(models)
+    direct = shift_report(both, (images, labels), shifts=SOME_SHIFTS, seed=5, threshold=0.45)
+    averaged = average_shift_reports(reports, threshold=0.45)
+    assert averaged.threshold == 0.45
+    pairs = zip((averaged.baseline, *averaged.rows), (direct.baseline, *direct.rows), strict=True)
+    for got, want in pairs:
+        assert (got.shift, got.strength) == (want.shift, want.strength)
+        for metric in SHIFT_METRICS:
+            assert getattr(got, metric) == pytest.approx(getattr(want, metric), abs=1e-6)
+    assert averaged.baseline.roc_auc != reports[0].baseline.roc_auc  # not just one member
+    # Without a threshold: the mean of the members' (as `ensemble` without data).
+    assert average_shift_reports(reports).threshold == 0.5
+    # For a target sensitivity: chosen on the averaged unshifted scores.
+    chosen = average_shift_reports(reports, target_sensitivity=0.9)
+    assert chosen.threshold == choose_threshold(labels, chosen.scores[0], target_sensitivity=0.9)
+    assert chosen.baseline.sensitivity >= 0.9
+
+
+def test_averaging_refuses_reports_that_do_not_match() -> None:
+    images, labels = flat_images()
+    report = shift_report(brightness_model(), (images, labels), shifts=SOME_SHIFTS, seed=5)
+    other_shifts = shift_report(brightness_model(), (images, labels), shifts=["gamma"], seed=5)
+    other_seed = shift_report(brightness_model(), (images, labels), shifts=SOME_SHIFTS, seed=6)
+    other_labels = shift_report(
+        brightness_model(), (images, 1 - labels), shifts=SOME_SHIFTS, seed=5
+    )
+    for other in (other_shifts, other_seed, other_labels):
+        with pytest.raises(ValueError, match="report 1 differs from report 0"):
+            average_shift_reports([report, other])
+    with pytest.raises(ValueError, match="reports is empty"):
+        average_shift_reports([])
+    with pytest.raises(ValueError, match="not both"):
+        average_shift_reports([report], threshold=0.5, target_sensitivity=0.9)
+    bare = ShiftReport.from_dict(report.to_dict())  # written without its probabilities
+    with pytest.raises(ValueError, match="no probabilities"):
+        average_shift_reports([report, bare])
+    with pytest.raises(ValueError, match="no probabilities"):
+        bare.at_threshold(0.3)
+
+
+def test_a_report_comes_back_from_its_json_with_or_without_probabilities() -> None:
+    images, labels = flat_images()
+    report = shift_report(brightness_model(), (images, labels), shifts=SOME_SHIFTS, seed=5)
+    full = ShiftReport.from_dict(json.loads(report.to_json(include_scores=True)))
+    assert full == report
+    assert full.at_threshold(0.4) == report.at_threshold(0.4)  # the probabilities came back
+    bare = ShiftReport.from_dict(json.loads(report.to_json()))
+    assert bare == report
+    assert bare.scores is None
+    assert "scores" not in report.to_dict()
+    with pytest.raises(ValueError, match="not a shift report"):
+        ShiftReport.from_dict({"rows": []})
+    broken = report.to_dict(include_scores=True)
+    broken["scores"] = broken["scores"][:-1]
+    with pytest.raises(ValueError, match="do not match its rows"):
+        ShiftReport.from_dict(broken)
 
 
 class RecordingPredictor:

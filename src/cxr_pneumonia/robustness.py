@@ -15,6 +15,14 @@ The split is decoded once (a [`DatasetSplits`][cxr_pneumonia.data.splits.Dataset
 holds its ``uint8`` pixels), each shift is applied to those arrays, and the
 model runs over them in batches through [`evaluate`][cxr_pneumonia.evaluation.scoring.evaluate].
 
+A report keeps every probability it scored, so the expensive part runs once per
+model: [`at_threshold`][cxr_pneumonia.robustness.ShiftReport.at_threshold] re-reads it at
+another threshold, and [`average_shift_reports`][cxr_pneumonia.robustness.average_shift_reports]
+gives the report of the mean of several models' probabilities (what their
+[`ensemble`][cxr_pneumonia.ensembles.ensemble] scores) without running any of them again; choosing
+ensemble members this way takes seconds. ``to_json(include_scores=True)`` and
+[`from_dict`][cxr_pneumonia.robustness.ShiftReport.from_dict] keep the probabilities on disk.
+
 Examples:
     >>> predictor = Predictor.load("bundles/cnn")                       # doctest: +SKIP
     >>> data = load_dataset(data_dir="chest_xray", image_size=predictor.image_size,
@@ -27,6 +35,7 @@ Examples:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -38,7 +47,7 @@ from typing import Any
 import numpy as np
 
 from cxr_pneumonia.data.splits import CLASS_NAMES, DatasetSplits
-from cxr_pneumonia.evaluation import evaluate
+from cxr_pneumonia.evaluation import EvaluationReport, choose_threshold, evaluate
 from cxr_pneumonia.shifts import DEFAULT_SHIFTS, get_shift
 
 __all__ = [
@@ -46,6 +55,7 @@ __all__ = [
     "SHIFT_METRICS",
     "ShiftReport",
     "ShiftResult",
+    "average_shift_reports",
     "compare_shift_reports",
     "shift_report",
 ]
@@ -105,6 +115,70 @@ class ShiftResult:
         result["n"] = self.n
         return result
 
+    @classmethod
+    def from_dict(cls, record: Mapping[str, Any]) -> ShiftResult:
+        """The row from [`to_dict`][cxr_pneumonia.robustness.ShiftResult.to_dict]'s output.
+
+        Args:
+            record: A dict as ``to_dict`` writes it (``None`` metrics become NaN).
+
+        Returns:
+            The row.
+
+        Raises:
+            ValueError: If a key is missing or a value is not a number.
+        """
+        try:
+            metrics = {
+                name: math.nan if record[name] is None else float(record[name])
+                for name in SHIFT_METRICS
+            }
+            return cls(
+                shift=str(record["shift"]),
+                strength=float(record["strength"]),
+                n=int(record["n"]),
+                **metrics,
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            msg = f"not a shift report row ({exc!r}): {dict(record)!r}"
+            raise ValueError(msg) from exc
+
+    @classmethod
+    def from_scores(
+        cls,
+        shift: str,
+        strength: float,
+        labels: np.ndarray,
+        scores: np.ndarray,
+        threshold: float,
+    ) -> ShiftResult:
+        """The row of one shifted copy from its labels and probabilities.
+
+        Args:
+            shift: The shift's name, or ``"none"``.
+            strength: Its strength.
+            labels: True labels, 0 or 1.
+            scores: Probabilities of PNEUMONIA, aligned with ``labels``.
+            threshold: The decision threshold.
+
+        Returns:
+            The row.
+
+        Raises:
+            ValueError: If the labels or scores are malformed (see
+                [`EvaluationReport.from_scores`][cxr_pneumonia.evaluation.report.EvaluationReport.from_scores]).
+        """
+        report = EvaluationReport.from_scores(labels, scores, threshold=threshold)
+        return cls(
+            shift=shift,
+            strength=strength,
+            roc_auc=report.roc_auc,
+            sensitivity=report.recall,
+            specificity=report.specificity,
+            accuracy=report.accuracy,
+            n=report.n,
+        )
+
 
 @dataclass(frozen=True)
 class ShiftReport:
@@ -122,6 +196,10 @@ class ShiftReport:
         source: The data set's name or folder, if known.
         class_names: Class names in label order.
         seconds: Wall time of the whole report.
+        labels: The true labels, 0 or 1, when the report keeps its probabilities.
+        scores: The probabilities of PNEUMONIA, the baseline's first and then one
+            array per row (aligned with ``labels``), or ``None`` for a report
+            read back without them.
     """
 
     baseline: ShiftResult
@@ -132,6 +210,8 @@ class ShiftReport:
     source: str | None = None
     class_names: tuple[str, str] = CLASS_NAMES
     seconds: float = field(default=0.0, compare=False)
+    labels: np.ndarray | None = field(default=None, compare=False, repr=False)
+    scores: tuple[np.ndarray, ...] | None = field(default=None, compare=False, repr=False)
 
     @property
     def n(self) -> int:
@@ -208,11 +288,103 @@ class ShiftReport:
         defined = [v for v in values if not math.isnan(v)]
         return float(np.mean(defined)) if defined else float(getattr(self.baseline, metric))
 
-    def to_dict(self) -> dict[str, Any]:
+    def at_threshold(self, threshold: float) -> ShiftReport:
+        """The same report read at another decision threshold, from its probabilities.
+
+        ROC AUC does not change; sensitivity, specificity and accuracy do. No
+        model runs.
+
+        Args:
+            threshold: The new threshold, in ``[0, 1]``.
+
+        Returns:
+            A new report.
+
+        Raises:
+            ValueError: If the report has no probabilities (read back from
+                JSON written without them) or the threshold is outside ``[0, 1]``.
+        """
+        labels, scores = self._probabilities()
+        plan = [(self.baseline.shift, self.baseline.strength)]
+        plan += [(row.shift, row.strength) for row in self.rows]
+        results = [
+            ShiftResult.from_scores(name, strength, labels, values, threshold)
+            for (name, strength), values in zip(plan, scores, strict=True)
+        ]
+        return dataclasses.replace(
+            self, baseline=results[0], rows=tuple(results[1:]), threshold=float(threshold)
+        )
+
+    def _probabilities(self) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+        if self.labels is None or self.scores is None:
+            msg = (
+                "this shift report has no probabilities (it was read from JSON written without "
+                "them); make it with shift_report(...), or save it with "
+                "to_json(include_scores=True)"
+            )
+            raise ValueError(msg)
+        return self.labels, self.scores
+
+    @classmethod
+    def from_dict(cls, record: Mapping[str, Any]) -> ShiftReport:
+        """The report from [`to_dict`][cxr_pneumonia.robustness.ShiftReport.to_dict]'s output
+        (or its JSON, parsed).
+
+        Args:
+            record: A dict as ``to_dict`` writes it; its probabilities come back
+                when it was written with ``include_scores=True``.
+
+        Returns:
+            The report.
+
+        Raises:
+            ValueError: If the dict is not a shift report, or its probabilities
+                do not match its rows.
+        """
+        try:
+            baseline = ShiftResult.from_dict(record["baseline"])
+            rows = tuple(ShiftResult.from_dict(row) for row in record["rows"])
+            names = record.get("class_names") or CLASS_NAMES
+            report = cls(
+                baseline=baseline,
+                rows=rows,
+                threshold=float(record["threshold"]),
+                split=record.get("split"),
+                seed=int(record.get("seed", 0)),
+                source=record.get("source"),
+                class_names=(str(names[0]), str(names[1])),
+                seconds=float(record.get("seconds", 0.0)),
+            )
+        except (KeyError, TypeError, IndexError) as exc:
+            msg = f"not a shift report ({exc!r}); give the dict ShiftReport.to_dict() writes"
+            raise ValueError(msg) from exc
+        if record.get("scores") is None:
+            return report
+        labels = np.asarray(record.get("labels"), dtype=np.int64)
+        scores = tuple(np.asarray(values, dtype=np.float64) for values in record["scores"])
+        if len(scores) != 1 + len(rows) or any(len(v) != len(labels) for v in scores):
+            msg = (
+                f"the report's probabilities do not match its rows: {len(scores)} arrays for "
+                f"{1 + len(rows)} rows (baseline included), {len(labels)} labels"
+            )
+            raise ValueError(msg)
+        return dataclasses.replace(report, labels=labels, scores=scores)
+
+    def to_dict(self, *, include_scores: bool = False) -> dict[str, Any]:
         """A JSON-ready dictionary: settings, baseline, rows and worst cases.
+
+        Args:
+            include_scores: Also write ``labels`` and ``scores`` (the
+                probabilities of every row, baseline first), so that
+                [`from_dict`][cxr_pneumonia.robustness.ShiftReport.from_dict] gives back a report
+                that [`at_threshold`][cxr_pneumonia.robustness.ShiftReport.at_threshold] and
+                [`average_shift_reports`][cxr_pneumonia.robustness.average_shift_reports] can use.
 
         Returns:
             A dict of plain types; undefined metrics (NaN) are ``None``.
+
+        Raises:
+            ValueError: If ``include_scores`` and the report has no probabilities.
         """
         worst = {
             metric: {
@@ -223,7 +395,7 @@ class ShiftReport:
             }
             for metric, row in self.worst_case.items()
         }
-        return {
+        result: dict[str, Any] = {
             "split": self.split,
             "source": self.source,
             "n": self.n,
@@ -236,18 +408,29 @@ class ShiftReport:
             "worst": worst,
             "mean": {metric: _json_float(self.mean(metric)) for metric in SHIFT_METRICS},
         }
+        if include_scores:
+            labels, scores = self._probabilities()
+            result["labels"] = [int(v) for v in labels]
+            result["scores"] = [[float(v) for v in values] for values in scores]
+        return result
 
-    def to_json(self, *, indent: int | None = 2) -> str:
+    def to_json(self, *, indent: int | None = 2, include_scores: bool = False) -> str:
         """The report as strict JSON text (see
         [`to_dict`][cxr_pneumonia.robustness.ShiftReport.to_dict]).
 
         Args:
             indent: Indentation, or ``None`` for one line.
+            include_scores: Also write the probabilities (see ``to_dict``).
 
         Returns:
             JSON text.
+
+        Raises:
+            ValueError: If ``include_scores`` and the report has no probabilities.
         """
-        return json.dumps(self.to_dict(), indent=indent, allow_nan=False)
+        return json.dumps(
+            self.to_dict(include_scores=include_scores), indent=indent, allow_nan=False
+        )
 
     def to_markdown(self) -> str:
         """Markdown: a summary line, the table of rows and the worst cases.
@@ -535,10 +718,13 @@ def shift_report(
         own = getattr(model_or_predictor, "threshold", None)
         threshold = 0.5 if own is None else float(own)
 
+    probabilities: list[np.ndarray] = []
+
     def score(shifted: np.ndarray, name: str, strength: float) -> ShiftResult:
         report = evaluate(
             model_or_predictor, (shifted, labels), threshold=threshold, batch_size=batch_size
         )
+        probabilities.append(np.asarray(report.scores))
         return ShiftResult(
             shift=name,
             strength=strength,
@@ -577,7 +763,84 @@ def shift_report(
         source=source,
         class_names=class_names,
         seconds=time.perf_counter() - started,
+        labels=flat.astype(np.int64),
+        scores=tuple(probabilities),
     )
+
+
+def average_shift_reports(
+    reports: Sequence[ShiftReport],
+    *,
+    threshold: float | None = None,
+    target_sensitivity: float | None = None,
+) -> ShiftReport:
+    """The shift report of the mean of several models' probabilities, without running them.
+
+    An [`ensemble`][cxr_pneumonia.ensembles.ensemble] outputs the mean of its members'
+    probabilities, so the report of the ensemble of the models behind
+    ``reports`` is this one (to float rounding): choosing members from cached
+    reports takes seconds instead of a model run per candidate.
+
+    Args:
+        reports: Reports of the models, made on the same images with the same
+            shifts and seed, each keeping its probabilities (made by
+            [`shift_report`][cxr_pneumonia.robustness.shift_report], or read back from JSON
+            written with ``include_scores=True``).
+        threshold: The decision threshold of the average.
+        target_sensitivity: Instead of ``threshold``: choose the highest
+            threshold that keeps this sensitivity on the averaged baseline
+            (the unshifted split), as ``cxr-pneumonia ensemble --data-dir``
+            does on validation.
+
+    Returns:
+        The averaged report; without ``threshold`` or ``target_sensitivity``
+        its threshold is the mean of the reports' thresholds (as
+        [`ensemble`][cxr_pneumonia.ensembles.ensemble] without data).
+
+    Raises:
+        ValueError: If ``reports`` is empty, a report has no probabilities,
+            the reports differ in images, labels, shifts or seed, both
+            ``threshold`` and ``target_sensitivity`` are given, or either is
+            out of range.
+
+    Examples:
+        >>> reports = {name: shift_report(Predictor.load(path), data) for name, path in ...}
+        ...                                                                # doctest: +SKIP
+        >>> pair = average_shift_reports([reports["a"], reports["b"]], target_sensitivity=0.97)
+        ...                                                                # doctest: +SKIP
+        >>> print(compare_shift_reports({"a": reports["a"], "a+b": pair}))  # doctest: +SKIP
+    """
+    if not reports:
+        msg = "reports is empty; pass the shift reports of at least one model"
+        raise ValueError(msg)
+    if threshold is not None and target_sensitivity is not None:
+        msg = "give threshold or target_sensitivity, not both"
+        raise ValueError(msg)
+    first = reports[0]
+    labels, _ = first._probabilities()
+    plan = [(row.shift, row.strength) for row in first.rows]
+    for index, report in enumerate(reports[1:], start=1):
+        other, _ = report._probabilities()
+        if (
+            [(row.shift, row.strength) for row in report.rows] != plan
+            or report.seed != first.seed
+            or not np.array_equal(other, labels)
+        ):
+            msg = (
+                f"report {index} differs from report 0 in its images, labels, shifts or seed; "
+                "average reports made on the same split with the same shifts and seed"
+            )
+            raise ValueError(msg)
+    mean = tuple(
+        np.mean([report._probabilities()[1][row] for report in reports], axis=0)
+        for row in range(1 + len(plan))
+    )
+    if target_sensitivity is not None:
+        threshold = choose_threshold(labels, mean[0], target_sensitivity=target_sensitivity)
+    elif threshold is None:
+        threshold = float(np.mean([report.threshold for report in reports]))
+    averaged = dataclasses.replace(first, scores=mean, seconds=0.0)
+    return averaged.at_threshold(threshold)
 
 
 def compare_shift_reports(reports: Mapping[str, ShiftReport]) -> str:

@@ -35,7 +35,7 @@ Examples:
     "--validation-fraction",
     type=FRACTION,
     default=None,
-    show_default="the bundle's training record, else 0.1",
+    show_default="the bundle's training record, else 0.15",
     help="share of training patients the threshold is set on (the bundle's: its "
     "validation patients are the ones held out in training)",
 )

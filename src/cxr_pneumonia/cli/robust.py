@@ -58,7 +58,7 @@ Examples:
     "--validation-fraction",
     type=FRACTION,
     default=None,
-    show_default="the first member's training record, else 0.1",
+    show_default="the first member's training record, else 0.15",
     help="share of training patients held out as validation, as in training",
 )
 @option(
@@ -213,13 +213,19 @@ Examples:
     show_default="all",
     help="comma-separated shift names, each at its default strengths",
 )
+@option(
+    "--average",
+    is_flag=True,
+    help="with several bundles, also score the mean of their probabilities (what their "
+    "`ensemble` scores, at the mean of their thresholds), without running them again",
+)
 @library_option(_SHIFT_REPORT, "threshold", type=PROBABILITY, show_default="the bundle's")
 @library_option(_PREDICTOR, "batch_size")
 @option(
     "--validation-fraction",
     type=FRACTION,
     default=None,
-    show_default="the bundle's training record, else 0.1",
+    show_default="the bundle's training record, else 0.15",
     help="share of training patients held out as validation, for --split validation",
 )
 @option(
@@ -236,6 +242,7 @@ def shift_report(
     output_format: str,
     plot: str | None,
     shifts: str | None,
+    average: bool,
     threshold: float | None,
     batch_size: int,
     validation_fraction: float | None,
@@ -246,9 +253,10 @@ def shift_report(
     With several bundles (of one image size and color mode), each is scored on
     the same images and the output compares them: for ROC AUC, sensitivity and
     specificity, the unshifted value, the mean over the shifts and the worst
-    case. The validation split is the first bundle's.
+    case. The validation split is the first bundle's. --average adds their
+    mean, to try an ensemble before building it.
     """
-    from cxr_pneumonia.robustness import compare_shift_reports
+    from cxr_pneumonia.robustness import average_shift_reports, compare_shift_reports
     from cxr_pneumonia.robustness import shift_report as report_shifts
     from cxr_pneumonia.shifts import DEFAULT_SHIFTS, get_shift
 
@@ -262,6 +270,9 @@ def shift_report(
         raise ValueError(msg)
     if plot and len(bundles) > 1:
         msg = f"--plot draws one bundle's report; got {len(bundles)} bundles"
+        raise ValueError(msg)
+    if average and len(bundles) < 2:
+        msg = f"--average needs two or more bundles; got {len(bundles)}"
         raise ValueError(msg)
     predictors = [common.load_predictor(b, batch_size=batch_size) for b in bundles]
     predictor = predictors[0]
@@ -302,6 +313,9 @@ def shift_report(
         )
         for name, scored in zip(bundles, predictors, strict=True)
     }
+    if average:  # threshold None: the mean of the bundles' (or --threshold for all)
+        mean = average_shift_reports(list(reports.values()), threshold=threshold)
+        reports[f"mean of {len(bundles)}"] = mean
     if len(reports) > 1:
         if output_format == "json":
             write_json({"split": split, "reports": {n: r.to_dict() for n, r in reports.items()}})
