@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import keras
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 
 from cxr_pneumonia.bundle import load_bundle
+from cxr_pneumonia.cli.common import recorded_split
 from cxr_pneumonia.exceptions import EnsembleError
 from cxr_pneumonia.training import fit_ensemble
 from helpers_training import make_splits, tiny_model
@@ -19,7 +21,7 @@ def build(seed: int) -> keras.Model:
 
 
 def test_members_differ_and_the_ensemble_is_their_mean(tmp_path: Path) -> None:
-    data = make_splits()
+    data = dataclasses.replace(make_splits(), validation_fraction=0.25)
     built: list[int] = []
 
     def recording_build(seed: int) -> keras.Model:
@@ -50,10 +52,14 @@ def test_members_differ_and_the_ensemble_is_their_mean(tmp_path: Path) -> None:
     records = result.model.get_layer("mean_of_members").members
     assert [r["training"]["seed"] for r in records] == [5, 6]
     assert all(r["training"]["epochs_run"] == 1 for r in records)
-    # Every finished member is a bundle in its checkpoint folder ...
+    # Every finished member is a bundle in its checkpoint folder, recording its own
+    # seed and the split it was tuned on (what shift-report re-draws for it alone) ...
+    data_record = {"source": data.source, "validation_fraction": 0.25, "seed": 0}
     for k in range(2):
         _, metadata = load_bundle(tmp_path / "ckpt" / f"member-{k}" / "bundle")
         assert metadata.training["seed"] == 5 + k
+        assert metadata.training["data"] == data_record
+        assert recorded_split(metadata) == (0.25, 0)  # the data's seed, not the member's
     # ... and a rerun loads it instead of training again.
     built.clear()
     again = fit_ensemble(

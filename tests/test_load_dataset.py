@@ -105,9 +105,11 @@ def test_validation_folder_is_the_users_own_val(tmp_path):
     np.testing.assert_array_equal(y, splits.labels["validation"])
     np.testing.assert_array_equal(_bright(x), y)  # images and labels aligned
     assert splits.class_counts["validation"] == {"NORMAL": 2, "PNEUMONIA": 3}
+    assert splits.validation_fraction is None  # taken as it was, not carved
     # The default merges val/ into train/ and carves a patient-grouped part.
     grouped = _load(root, tmp_path / "cache")
     assert not set(grouped.files["validation"]) & set(val_files)
+    assert grouped.validation_fraction == 0.25  # _load's
 
 
 def test_validation_folder_needs_a_val_folder(tree, tmp_path):
@@ -174,6 +176,8 @@ def test_validation_split_is_grouped_by_patient_and_stratified(tree, tmp_path):
     share = splits.labels["validation"].mean()
     assert abs(share - 24 / 40) < 0.2
     assert "test" in splits.patients
+    assert (splits.validation_fraction, splits.seed) == (0.3, 0)  # what names this split
+    assert _load(tree, tmp_path / "cache", validation_fraction=0.0).validation_fraction is None
 
 
 def test_class_weight_is_balanced_on_the_training_part(tree, tmp_path):
@@ -357,6 +361,7 @@ def test_npz_source_uses_its_own_splits(npz_source, tmp_path, size, color_mode, 
     )
     assert npz_source.hits["mini.npz"] == 1
     assert {k: len(v) for k, v in splits.files.items()} == {"train": 12, "validation": 4, "test": 6}
+    assert splits.validation_fraction is None  # the file's own split
     assert splits.files["train"][12 - 1] == "mini-pneumoniamnist/train/00011"
     assert splits.files["validation"][0] == "mini-pneumoniamnist/val/00000"
     assert splits.source == "mini-pneumoniamnist"

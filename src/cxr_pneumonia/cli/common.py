@@ -202,7 +202,9 @@ def recorded_split(metadata: Any) -> tuple[float | None, int | None]:
     training: dict[str, Any] = metadata.training if isinstance(metadata.training, dict) else {}
     data = training.get("data")
     data = data if isinstance(data, dict) else {}
-    fraction, seed = data.get("validation_fraction"), training.get("seed")
+    # data.seed names the split; the top-level seed is the model's (the same for `train`,
+    # the member's own for a fit_ensemble member).
+    fraction, seed = data.get("validation_fraction"), data.get("seed", training.get("seed"))
     fraction = float(fraction) if isinstance(fraction, (int, float)) and 0 <= fraction < 1 else None
     seed = seed if isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0 else None
     return fraction, seed
@@ -236,9 +238,10 @@ def validation_split(
 def splits_differ(records: Any) -> bool:
     """Whether bundles name different validation splits in their training records.
 
-    Only records that name a split (a validation fraction) count: a member
-    saved by ``fit_ensemble`` records its own seed but not the split it was
-    trained on, which is unknown, not different.
+    Only records that name a split (a validation fraction) count: a bundle
+    saved by hand, or a ``fit_ensemble`` member of an older version (which
+    recorded its own seed but not its split), has an unknown split, not a
+    different one.
 
     Args:
         records: [`BundleMetadata`][cxr_pneumonia.bundle.BundleMetadata] objects.

@@ -422,6 +422,7 @@ def train(ctx: click.Context, data: common.DataChoice, **args: Any) -> int:
             "class_counts": splits.class_counts,
             "validation_fraction": args["validation_fraction"],
             "validation": args["validation"],
+            "seed": args["seed"],
         },
         "model": ",".join(models),
         "epochs": args["epochs"],

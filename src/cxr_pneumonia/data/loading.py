@@ -301,7 +301,13 @@ def _from_folder(
         split_patients["test"] = patient_groups(paths["test"])
         split_images["test"] = images["test"]
     return _assemble(
-        split_files, split_labels_out, split_patients, split_images, source=label, options=options
+        split_files,
+        split_labels_out,
+        split_patients,
+        split_images,
+        source=label,
+        options=options,
+        validation_fraction=options.fraction if val_idx.size else None,  # carved, not a val/
     )
 
 
@@ -436,6 +442,7 @@ def _assemble(
     *,
     source: str,
     options: _Options,
+    validation_fraction: float | None = None,
 ) -> DatasetSplits:
     datasets = {
         split: make_dataset(
@@ -465,4 +472,5 @@ def _assemble(
         augmentation=options.augment
         if isinstance(options.augment, Augmentation) and options.augment.enabled
         else None,
+        validation_fraction=validation_fraction,
     )

@@ -55,6 +55,10 @@ class DatasetSplits:
         augmentation: The augmentation of ``train`` (``None``: not augmented);
             [`fit`][cxr_pneumonia.training.fitting.fit] reads it to move the augmentation into
             the training step (``augment_on="device"``).
+        validation_fraction: The share of training patients
+            [`load_dataset`][cxr_pneumonia.data.loading.load_dataset] held out as ``validation``
+            (with ``seed``, this names the split); ``None`` when the validation
+            split came as it was (a ``val/`` folder, an ``.npz``), or there is none.
     """
 
     train: tf.data.Dataset
@@ -72,6 +76,7 @@ class DatasetSplits:
     seed: int
     class_names: tuple[str, str] = CLASS_NAMES
     augmentation: Augmentation | None = None
+    validation_fraction: float | None = None
 
     @property
     def class_counts(self) -> dict[str, dict[str, int]]:

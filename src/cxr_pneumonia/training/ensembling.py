@@ -149,6 +149,12 @@ def fit_ensemble(
             )
             summary = {
                 "seed": member_seed,
+                # The split the member was tuned on, so that its bundle alone re-draws it.
+                "data": {
+                    "source": data.source,
+                    "validation_fraction": data.validation_fraction,
+                    "seed": data.seed,
+                },
                 "epochs_run": len(result.epochs),
                 "best_epoch": result.best_epoch,
                 "best_metrics": dict(result.best_metrics),
