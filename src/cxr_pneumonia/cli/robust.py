@@ -188,7 +188,8 @@ def _ensemble_name(members: Sequence[Any]) -> str:
 Examples:
   cxr-pneumonia shift-report bundles/cnn --data-dir chest_xray --plot shifts.png
   cxr-pneumonia shift-report bundles/cnn --data-dir chest_xray --shifts gamma,blur --format json
-  cxr-pneumonia shift-report bundles/a bundles/b bundles/c --data-dir chest_xray  # side by side""",
+  cxr-pneumonia shift-report bundles/a bundles/b bundles/c --data-dir chest_xray  # side by side
+  cxr-pneumonia shift-report bundles/a bundles/b --data-dir chest_xray --average  # and their mean""",
 )
 @click.argument("bundles", nargs=-1, required=True, metavar="BUNDLE...", type=click.Path())
 @common.data_options
