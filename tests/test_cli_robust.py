@@ -179,7 +179,9 @@ def test_shift_report_average_is_what_the_ensemble_of_the_bundles_scores(
     assert list(reports) == [str(bundle), str(second_bundle), "mean of 2"]
     mean = reports["mean of 2"]
     assert mean["threshold"] == pytest.approx(0.35)  # the mean of 0.45 and 0.25
-    code, _, err = run(capsys, "ensemble", bundle, second_bundle, "--out", workspace / "both")
+    code, _, err = run(
+        capsys, "ensemble", bundle, second_bundle, "--out", workspace / "both", "--no-tta"
+    )
     assert code == 0, err
     code, out, err = run(capsys, "shift-report", workspace / "both", *options)
     assert code == 0, err
@@ -230,8 +232,23 @@ def test_ensemble_of_bundles_without_data_takes_the_mean_threshold(
     assert metadata.training["seed"] == 3  # the split a later shift-report should use
     x = np.random.default_rng(0).integers(0, 256, (4, SIZE, SIZE, 1), dtype=np.uint8)
     members = [load_bundle(b)[0] for b in (bundle, second_bundle)]
+    # By default each member averages the image and its mirror image, as `train --tta` saves.
+    assert [m["flip_tta"] for m in metadata.members] == ["added", "added"]
+    flipped = [(m.predict_on_batch(x) + m.predict_on_batch(x[:, :, ::-1])) / 2 for m in members]
+    np.testing.assert_allclose(model.predict_on_batch(x), np.mean(flipped, axis=0), atol=1e-6)
+    plain_out = workspace / "mean-threshold-no-tta"
+    code, _, err = run(capsys, "ensemble", bundle, second_bundle, "--out", plain_out, "--no-tta")
+    assert code == 0, err
+    plain, plain_metadata = load_bundle(plain_out)
+    assert all("flip_tta" not in m for m in plain_metadata.members)
     mean = np.mean([m.predict_on_batch(x) for m in members], axis=0)
-    np.testing.assert_allclose(model.predict_on_batch(x), mean, atol=1e-6)
+    np.testing.assert_allclose(plain.predict_on_batch(x), mean, atol=1e-6)
+    # A member that already averages over flips (here: an ensemble of such members, or not)
+    # is not wrapped twice.
+    code, _, err = run(capsys, "ensemble", out, plain_out, "--out", workspace / "nested")
+    assert code == 0, err
+    _, nested = load_bundle(workspace / "nested")
+    assert [m["flip_tta"] for m in nested.members] == ["own", "added"]
     # An existing bundle is kept unless --overwrite.
     code, _, err = run(capsys, "ensemble", bundle, second_bundle, "--out", out)
     assert code == 1

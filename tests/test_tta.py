@@ -10,7 +10,8 @@ import pytest
 
 from conftest import synthetic_xray
 from cxr_pneumonia.bundle import load_bundle, save_model
-from cxr_pneumonia.models import build_model, with_flip_tta
+from cxr_pneumonia.ensembles import ensemble
+from cxr_pneumonia.models import build_model, has_flip_tta, with_flip_tta
 from cxr_pneumonia.predictor import Predictor, explain, feature_maps
 
 
@@ -47,6 +48,25 @@ def test_output_is_the_mean_over_image_and_mirror(base: keras.Model, tta: keras.
 def test_wrapping_twice_is_refused(tta: keras.Model) -> None:
     with pytest.raises(ValueError, match="already averages"):
         with_flip_tta(tta)
+
+
+def test_has_flip_tta_sees_wrapped_models_and_ensembles_of_them(
+    base: keras.Model, tta: keras.Model
+) -> None:
+    other = build_model("cnn-small", input_shape=(32, 32, 1), weights=None)
+    assert not has_flip_tta(base)
+    assert has_flip_tta(tta)
+    assert has_flip_tta(ensemble([tta, with_flip_tta(other)]))  # every member averages
+    assert not has_flip_tta(ensemble([tta, other]))  # one member does not
+    both = ensemble([base, other], tta=True)
+    assert has_flip_tta(both)
+    x = images()
+    flipped = [
+        (m.predict_on_batch(x) + m.predict_on_batch(x[:, :, ::-1])) / 2 for m in (base, other)
+    ]
+    np.testing.assert_allclose(both.predict_on_batch(x), np.mean(flipped, axis=0), atol=1e-6)
+    with pytest.raises(ValueError, match="already averages"):
+        with_flip_tta(both)
 
 
 def test_bundle_round_trip_in_safe_mode(base: keras.Model, tmp_path: Path) -> None:

@@ -60,6 +60,7 @@ def ensemble(
     *,
     name: str = "ensemble",
     provenance: Sequence[Mapping[str, Any]] | None = None,
+    tta: bool = False,
 ) -> keras.Model:
     """Combine models with the same input spec into one model averaging their probabilities.
 
@@ -75,6 +76,13 @@ def ensemble(
             (e.g. the seed and training history of a member trained in
             memory), one mapping per member; they add to, and may not
             replace, the fields taken from the member itself.
+        tta: Wrap each member that does not already average over flips in
+            flip test-time augmentation
+            ([`with_flip_tta`][cxr_pneumonia.models.tta.with_flip_tta]), so every member
+            scores as `cxr-pneumonia train --tta` saves a model (the member
+            bundles in a `train --ensemble` checkpoint folder are saved
+            without it); each member's record then says ``"flip_tta"``:
+            ``"added"`` or ``"own"``.
 
     Returns:
         A functional ``keras.Model`` with the members' input; its output is
@@ -97,6 +105,7 @@ def ensemble(
     import keras
 
     from cxr_pneumonia.models.layers import MemberMean
+    from cxr_pneumonia.models.tta import has_flip_tta, with_flip_tta
 
     if isinstance(members, (str, os.PathLike, keras.Model)) or len(members) < 2:
         got = 1 if isinstance(members, (str, os.PathLike, keras.Model)) else len(members)
@@ -137,9 +146,16 @@ def ensemble(
     records: list[dict[str, Any]] = []
     for index, member in enumerate(resolved):
         layer_name = f"{MEMBER_PREFIX}{index}"
-        nested = keras.Model(member.model.inputs[0], member.model.outputs[0], name=layer_name)
+        scored = member.model
+        flip = None
+        if tta:
+            flip = "own" if has_flip_tta(scored) else "added"
+            scored = scored if flip == "own" else with_flip_tta(scored)
+        nested = keras.Model(scored.inputs[0], scored.outputs[0], name=layer_name)
         outputs.append(nested(inputs))
         record = _provenance(member, layer_name)
+        if flip is not None:
+            record["flip_tta"] = flip
         if extras is not None:
             record = {**extras[index], **record}
         records.append(record)

@@ -69,6 +69,14 @@ Examples:
     help="seed of the validation split, as in training",
 )
 @option("--name", default=None, show_default="NAME-xK", help="model name in the metadata")
+@option(
+    "--tta/--no-tta",
+    default=True,
+    show_default=True,
+    help="average each member that does not already do so over the image and its mirror image "
+    "(as `train --tta` saves models; a `train --ensemble` checkpoint folder's member bundles "
+    "are saved without it)",
+)
 @library_option(_PREDICTOR, "batch_size")
 @option("--overwrite", is_flag=True, help="replace an existing bundle (only a bundle)")
 @click.pass_context
@@ -81,6 +89,7 @@ def ensemble(
     validation_fraction: float | None,
     seed: int | None,
     name: str | None,
+    tta: bool,
     batch_size: int,
     overwrite: bool,
 ) -> int:
@@ -97,7 +106,7 @@ def ensemble(
         raise FileExistsError(msg)
     check_bundle_target(target_path, overwrite=True)  # only a bundle may be overwritten
     members = [read_metadata(bundle) for bundle in bundles]
-    model = average(list(bundles), name=name or _ensemble_name(members))
+    model = average(list(bundles), name=name or _ensemble_name(members), tta=tta)
     first = members[0]
     targets = {m.metrics.get("target_sensitivity") for m in members}
     target = target_sensitivity
@@ -189,7 +198,7 @@ Examples:
   cxr-pneumonia shift-report bundles/cnn --data-dir chest_xray --plot shifts.png
   cxr-pneumonia shift-report bundles/cnn --data-dir chest_xray --shifts gamma,blur --format json
   cxr-pneumonia shift-report bundles/a bundles/b bundles/c --data-dir chest_xray  # side by side
-  cxr-pneumonia shift-report bundles/a bundles/b --data-dir chest_xray --average  # and their mean""",
+  cxr-pneumonia shift-report bundles/a bundles/b --data-dir chest_xray --average  # + their mean""",
 )
 @click.argument("bundles", nargs=-1, required=True, metavar="BUNDLE...", type=click.Path())
 @common.data_options

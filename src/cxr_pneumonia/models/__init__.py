@@ -38,7 +38,7 @@ from cxr_pneumonia.models.registry import (
     list_models,
 )
 from cxr_pneumonia.models.stacks import STACKS
-from cxr_pneumonia.models.tta import with_flip_tta
+from cxr_pneumonia.models.tta import has_flip_tta, with_flip_tta
 
 __all__ = [
     "BACKBONE_NAME",
@@ -54,6 +54,7 @@ __all__ = [
     "build_model",
     "find_backbone",
     "get_model_spec",
+    "has_flip_tta",
     "imagenet_weights_path",
     "list_models",
     "set_backbone_trainable",

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import keras
 
-from cxr_pneumonia.models.layers import FlipBatch, MeanOfHalves
+from cxr_pneumonia.models.layers import FlipBatch, MeanOfHalves, MemberMean
 
-__all__ = ["TTA_NAME", "with_flip_tta"]
+__all__ = ["TTA_NAME", "has_flip_tta", "with_flip_tta"]
 
 TTA_NAME = "flip_tta"
 """Name of the wrapped model nested inside a TTA model."""
@@ -43,10 +43,29 @@ def with_flip_tta(model: keras.Model) -> keras.Model:
     if len(model.inputs) != 1:
         msg = f"with_flip_tta needs a model with one input; {model.name!r} has {len(model.inputs)}"
         raise ValueError(msg)
-    if any(isinstance(layer, FlipBatch) for layer in model.layers):
+    if has_flip_tta(model):
         msg = f"model {model.name!r} already averages over flips"
         raise ValueError(msg)
     inputs = keras.Input(shape=model.inputs[0].shape[1:], dtype=model.inputs[0].dtype, name="image")
     both = FlipBatch(name="flip_batch")(inputs)
     outputs = MeanOfHalves(name="mean_of_flips", dtype="float32")(model(both))
     return keras.Model(inputs, outputs, name=model.name)
+
+
+def has_flip_tta(model: keras.Model) -> bool:
+    """Whether ``model`` already averages over flips (was wrapped by
+    [`with_flip_tta`][cxr_pneumonia.models.tta.with_flip_tta]).
+
+    Args:
+        model: A Keras model.
+
+    Returns:
+        ``True`` when its outermost layers include the flip of the batch, or
+        it is an [`ensemble`][cxr_pneumonia.ensembles.ensemble] whose every member does.
+    """
+    if any(isinstance(layer, FlipBatch) for layer in model.layers):
+        return True
+    if not any(isinstance(layer, MemberMean) for layer in model.layers):
+        return False
+    members = [layer for layer in model.layers if isinstance(layer, keras.Model)]
+    return bool(members) and all(has_flip_tta(member) for member in members)
