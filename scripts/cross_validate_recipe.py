@@ -9,7 +9,7 @@ pools the training files (all of them: ``train`` plus the patient-grouped
 validation part), cuts them into ``--folds`` class-stratified folds that keep
 each patient on one side, trains a fresh ``--model`` per fold with the
 defaults of `fit` (the recipe of the shipped model: AdamW, EMA, warmup-cosine,
-25 epochs, the default augmentation, balanced class weights) and prints each
+40 epochs, the default augmentation, balanced class weights) and prints each
 fold's validation ROC AUC, accuracy, precision and recall, their mean and
 sample standard deviation. Fold ``k`` trains with seed ``--seed + k`` and
 checkpoints in ``--checkpoint-dir/fold-k``: an interrupted run resumes there.

@@ -7,6 +7,7 @@ import pytest
 
 from cxr_pneumonia.training import CrossValidationResult, cross_validate
 from cxr_pneumonia.training import crossval as crossval_module
+from cxr_pneumonia.training.fitting import DEFAULT_EPOCHS
 from helpers_training import make_splits, tiny_model
 
 METRICS = {"val_loss", "val_accuracy", "val_precision", "val_recall", "val_auc", "val_pr_auc"}
@@ -129,7 +130,7 @@ def test_cross_validate_checks_the_builder() -> None:
 
 
 def test_cross_validate_defaults_are_the_default_recipe(built, monkeypatch) -> None:
-    """Without options a fold trains as fit does by default: 25 epochs, augmented."""
+    """Without options a fold trains as fit does by default: 40 epochs, augmented."""
     made: list[tuple[bool, object]] = []
     original = crossval_module._make_dataset
 
@@ -148,5 +149,5 @@ def test_cross_validate_defaults_are_the_default_recipe(built, monkeypatch) -> N
     monkeypatch.setattr(crossval_module, "_make_dataset", spy)
     monkeypatch.setattr(crossval_module, "fit", fake_fit)
     cross_validate("tiny", make_splits(12, 12), folds=2)
-    assert fold_epochs == [25, 25]
+    assert fold_epochs == [DEFAULT_EPOCHS, DEFAULT_EPOCHS] == [40, 40]
     assert made == [(True, True), (False, False)] * 2  # augment the training part only

@@ -17,7 +17,7 @@ import numpy as np
 
 from cxr_pneumonia.data.splits import DatasetSplits
 from cxr_pneumonia.outputs import output_kind
-from cxr_pneumonia.training.fitting import TrainingResult, fit, match_labels
+from cxr_pneumonia.training.fitting import DEFAULT_EPOCHS, TrainingResult, fit, match_labels
 
 if TYPE_CHECKING:
     import keras
@@ -159,7 +159,7 @@ def cross_validate(
     data: DatasetSplits,
     *,
     folds: int = 5,
-    epochs: int = 25,
+    epochs: int = DEFAULT_EPOCHS,
     seed: int = 0,
     model_options: Mapping[str, Any] | None = None,
     augment: Augmentation | bool = True,
@@ -188,7 +188,7 @@ def cross_validate(
             ``"train"`` (and ``"validation"`` if present) are used, batched
             with ``data.batch_size``.
         folds: Number of folds (``>= 2``, at most the number of patients).
-        epochs: Epochs of each fold's training (the default recipe's 25, as ``fit``).
+        epochs: Epochs of each fold's training (the default recipe's, as ``fit``).
         seed: Seed of the fold assignment, the pipelines and the training.
         model_options: Keyword arguments of ``build_model`` (e.g.
             ``{"weights": None, "dropout": 0.3}``); ``input_shape`` comes from the data.
