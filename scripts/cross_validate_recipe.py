@@ -34,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image-size", type=int, default=224, help="side in pixels (224)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the folds and training")
     parser.add_argument(
+        "--epochs", type=int, default=None, help="epochs per fold (default: fit's, the recipe's)"
+    )
+    parser.add_argument(
         "--label-smoothing", type=float, default=0.0, help="fit's label_smoothing (default 0)"
     )
     parser.add_argument(
@@ -44,6 +47,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from cxr_pneumonia import load_dataset
     from cxr_pneumonia.training import cross_validate
+    from cxr_pneumonia.training.fitting import DEFAULT_EPOCHS
+
+    epochs = DEFAULT_EPOCHS if args.epochs is None else args.epochs
 
     data = load_dataset(
         data_dir=args.data_dir,
@@ -57,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         args.model,
         data,
         folds=args.folds,
+        epochs=epochs,
         seed=args.seed,
         model_options={"weights": None},
         checkpoint_dir=args.checkpoint_dir,
@@ -69,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         "model": args.model,
         "folds": result.folds,
         "seed": result.seed,
+        "epochs": epochs,
         "label_smoothing": args.label_smoothing,
         "fold_sizes": [list(size) for size in result.fold_sizes],
         "fold_metrics": list(result.fold_metrics),

@@ -7,6 +7,7 @@ These tests load the real bundle in ``cxr_pneumonia/assets/default_model``
 from __future__ import annotations
 
 import importlib.resources
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -14,9 +15,11 @@ import pytest
 
 from cxr_pneumonia.bundle import read_metadata
 from cxr_pneumonia.predictor import Predictor
+from cxr_pneumonia.training.fitting import DEFAULT_EPOCHS
 
 ASSETS = importlib.resources.files("cxr_pneumonia") / "assets"
 SAMPLES = Path(str(ASSETS / "samples"))
+DATA_DIR = "../shared/data/kermany2018-224"  # the script's default data folder
 
 
 @pytest.fixture(scope="module")
@@ -24,21 +27,35 @@ def predictor() -> Predictor:
     return Predictor.default()
 
 
+def script_command() -> list[str]:
+    """The cxr-pneumonia command of scripts/train_default_model.sh, for the default data."""
+    script = (Path(__file__).parent.parent / "scripts" / "train_default_model.sh").read_text()
+    lines = script.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("cxr-pneumonia "))
+    words: list[str] = []
+    for line in lines[start:]:
+        words += shlex.split(line.rstrip("\\").replace('"$data_dir"', DATA_DIR))
+        if not line.endswith("\\"):
+            return words
+    raise AssertionError("the script's command does not end")
+
+
 def test_default_bundle_is_small_and_records_how_it_was_made() -> None:
     folder = Path(str(ASSETS / "default_model"))
     size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
     assert size < 5 * 1024 * 1024, f"the shipped bundle is {size / 1e6:.1f} MB"
     metadata = read_metadata(folder)
-    assert metadata.model_name == "cnn-small-x4"
+    assert metadata.model_name == "cnn-small-x3"
     assert metadata.class_names == ("NORMAL", "PNEUMONIA")
     assert 0.0 < metadata.threshold < 1.0
-    # The last command of scripts/train_default_model.sh, which rebuilt it.
-    command = metadata.training["command"]
-    assert command.startswith("cxr-pneumonia ensemble ")
-    assert "--out src/cxr_pneumonia/assets/default_model" in command
-    assert isinstance(metadata.training["seed"], int)
-    # Four cnn-small members of the default recipe, each with its provenance.
-    assert [m["name"] for m in metadata.members] == ["cnn-small"] * 4
+    # The command of scripts/train_default_model.sh, which rebuilt it, word for word.
+    assert shlex.split(metadata.training["command"]) == script_command()
+    assert metadata.training["epochs"] == DEFAULT_EPOCHS  # the default recipe's length
+    assert metadata.training["test_time_augmentation"] == "horizontal flip"
+    # Three cnn-small members of the default recipe, each with its provenance.
+    assert [m["name"] for m in metadata.members] == ["cnn-small"] * 3
+    assert [m["training"]["seed"] for m in metadata.members] == [0, 1, 2]
+    assert [m["training"]["epochs_run"] for m in metadata.members] == [DEFAULT_EPOCHS] * 3
     assert all(len(m["weights_sha256"]) == 64 for m in metadata.members)
     # The validation figures it was shipped with, at its threshold.
     assert metadata.metrics["target_sensitivity"] == pytest.approx(0.97)

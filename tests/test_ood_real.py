@@ -44,10 +44,9 @@ def test_the_shipped_bundle_carries_a_small_check() -> None:
     folder = Path(str(ASSETS / "default_model"))
     ood = read_metadata(folder).ood
     assert ood is not None
-    # One block of pooled features per member of the shipped 4-model ensemble.
-    assert len(ood["feature_layers"]) == 4
-    assert all(layer.endswith("/gap") for layer in ood["feature_layers"])
-    assert ood["dims"] == [192] * 4
+    # One block of pooled features per member of the shipped 3-model ensemble.
+    assert ood["feature_layers"] == [f"member_{k}/cnn-small/gap" for k in range(3)]
+    assert ood["dims"] == [192] * 3
     assert ood["acceptance"] == pytest.approx(0.99)
     assert ood["stats"]["calibration"] == "validation"
     assert (folder / ood["file"]).stat().st_size < 1024 * 1024
