@@ -106,7 +106,15 @@ def _run_until(point: str, folder: Path, sig: signal.Signals, tmp_path: Path) ->
                 pytest.fail("the child never reached the kill point")
             time.sleep(0.1)
         child.send_signal(sig)
-        child.wait(timeout=60)
+        try:
+            child.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            # Seen once in CI (2026-11-30, SIGINT, not reproduced in 5 local runs, idle or
+            # loaded): the interrupted child did not exit within 60 s. What this test is about
+            # is what the interruption left on disk, so end the child and check that; the
+            # interpreter's shutdown after KeyboardInterrupt is TensorFlow's.
+            child.kill()
+            child.wait()
     finally:
         if child.poll() is None:
             child.kill()
