@@ -168,7 +168,23 @@ class ShiftResult:
             ValueError: If the labels or scores are malformed (see
                 [`EvaluationReport.from_scores`][cxr_pneumonia.evaluation.report.EvaluationReport.from_scores]).
         """
-        report = EvaluationReport.from_scores(labels, scores, threshold=threshold)
+        return cls.from_report(
+            shift, strength, EvaluationReport.from_scores(labels, scores, threshold=threshold)
+        )
+
+    @classmethod
+    def from_report(cls, shift: str, strength: float, report: EvaluationReport) -> ShiftResult:
+        """The row of one shifted copy from its evaluation report.
+
+        Args:
+            shift: The shift's name, or ``"none"``.
+            strength: Its strength.
+            report: The [`EvaluationReport`][cxr_pneumonia.evaluation.report.EvaluationReport]
+                of the model on the shifted copy.
+
+        Returns:
+            The row.
+        """
         return cls(
             shift=shift,
             strength=strength,
@@ -725,15 +741,7 @@ def shift_report(
             model_or_predictor, (shifted, labels), threshold=threshold, batch_size=batch_size
         )
         probabilities.append(np.asarray(report.scores))
-        return ShiftResult(
-            shift=name,
-            strength=strength,
-            roc_auc=report.roc_auc,
-            sensitivity=report.recall,
-            specificity=report.specificity,
-            accuracy=report.accuracy,
-            n=report.n,
-        )
+        return ShiftResult.from_report(name, strength, report)
 
     logger.info("shift report: %d images, %d shifted copies", len(images), len(plan))
     baseline = score(images, BASELINE, 0.0)
@@ -817,11 +825,11 @@ def average_shift_reports(
         msg = "give threshold or target_sensitivity, not both"
         raise ValueError(msg)
     first = reports[0]
-    labels, _ = first._probabilities()
+    probabilities = [report._probabilities() for report in reports]
+    labels = probabilities[0][0]
     plan = [(row.shift, row.strength) for row in first.rows]
-    for index, report in enumerate(reports[1:], start=1):
-        other, _ = report._probabilities()
-        if (
+    for index, (report, (other, _)) in enumerate(zip(reports, probabilities, strict=True)):
+        if index and (
             [(row.shift, row.strength) for row in report.rows] != plan
             or report.seed != first.seed
             or not np.array_equal(other, labels)
@@ -831,10 +839,8 @@ def average_shift_reports(
                 "average reports made on the same split with the same shifts and seed"
             )
             raise ValueError(msg)
-    mean = tuple(
-        np.mean([report._probabilities()[1][row] for report in reports], axis=0)
-        for row in range(1 + len(plan))
-    )
+    per_row = zip(*(scores for _, scores in probabilities), strict=True)  # baseline, then rows
+    mean = tuple(np.mean(rows, axis=0) for rows in per_row)
     if target_sensitivity is not None:
         threshold = choose_threshold(labels, mean[0], target_sensitivity=target_sensitivity)
     elif threshold is None:

@@ -228,8 +228,9 @@ def validation_split(
     if validation_fraction is None:
         from cxr_pneumonia.data.loading import DEFAULT_VALIDATION_FRACTION
 
-        recorded = recorded_fraction
-        validation_fraction = DEFAULT_VALIDATION_FRACTION if recorded is None else recorded
+        validation_fraction = (
+            DEFAULT_VALIDATION_FRACTION if recorded_fraction is None else recorded_fraction
+        )
     if seed is None:
         seed = 0 if recorded_seed is None else recorded_seed
     return float(validation_fraction), seed
