@@ -27,11 +27,12 @@ from cxr_pneumonia.models import (
     list_models,
     set_backbone_trainable,
 )
-from cxr_pneumonia.models.cnn import build_cnn_small
+from cxr_pneumonia.models.cnn import CNN_MEDIUM_STAGES, build_cnn_medium, build_cnn_small
 
 ALL_MODELS = (
     "cnn",
     "cnn-kfold",
+    "cnn-medium",
     "cnn-small",
     "cnn1",
     "cnn2",
@@ -295,6 +296,26 @@ def test_cnn_builds_at_224_without_pooling_a_1x1_map() -> None:
 def test_cnn_small_is_small() -> None:
     model = build_model("cnn-small", input_shape=(224, 224, 1), weights=None)
     assert model.count_params() < 1_000_000
+
+
+def test_cnn_medium_is_cnn_small_wider_and_one_stage_deeper() -> None:
+    small = build_model("cnn-small", input_shape=(224, 224, 1), weights=None)
+    medium = build_model("cnn-medium", input_shape=(224, 224, 1), weights=None)
+    assert 1_000_000 < medium.count_params() < 1_200_000
+    assert medium.count_params() > 4 * small.count_params()
+    # The same layer names as cnn-small (Grad-CAM and the OOD check find "gap" and the
+    # stages alike), plus a fourth stage that halves the 7x7 map of 224 px to 4x4.
+    small_names = {layer.name for layer in small.layers}
+    medium_names = {layer.name for layer in medium.layers}
+    assert small_names <= medium_names
+    last = f"stage4_block{CNN_MEDIUM_STAGES[-1][1]}_out"
+    assert tuple(medium.get_layer(last).output.shape) == (None, 4, 4, CNN_MEDIUM_STAGES[-1][0])
+    assert medium.get_layer("gap").output.shape[-1] == CNN_MEDIUM_STAGES[-1][0]
+    assert not any(name.startswith("stage4") for name in small_names)
+    standard = build_cnn_medium((SIZE, SIZE, 1), preprocessing="standardize", dropout=0.1)
+    assert standard.get_layer("preprocess").mode == "standardize"
+    assert standard.get_layer("dropout").rate == 0.1
+    assert standard.count_params() == build_cnn_medium((SIZE, SIZE, 1)).count_params()
 
 
 def test_dropout_option_sets_the_rates() -> None:

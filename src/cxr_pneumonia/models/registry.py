@@ -7,6 +7,7 @@ name                kind      what
 ==================  ========  ===========================================================
 ``cnn``             custom    the custom-CNN notebook's 8-block CNN (7.35 M params)
 ``cnn-small``       custom    our CPU-friendly separable residual CNN (0.21 M)
+``cnn-medium``      custom    ``cnn-small`` wider and one stage deeper (1.07 M)
 ``cnn-kfold``       custom    the KFold study's L2-regularized small CNN baseline
 ``cnn1``            custom    the PyTorch report's CNN1 (conv-BN-act, 160 px)
 ``cnn2``            custom    the PyTorch report's CNN2 (5x5 then 3x3, dropout 0.2)
@@ -26,9 +27,9 @@ Every model takes raw ``0..255`` pixels and preprocesses them in its graph
 `cxr_pneumonia.models.heads`), and is named after its registry entry
 (``model.name``), so a saved model says what it is.
 
-The table is data: a [`ModelSpec`][cxr_pneumonia.models.registry.ModelSpec] names one of three
-generic builders ([`build_cnn`][cxr_pneumonia.models.cnn.build_cnn] and ``build_cnn_small`` for our
-two hand-written CNNs,
+The table is data: a [`ModelSpec`][cxr_pneumonia.models.registry.ModelSpec] names its
+builder ([`build_cnn`][cxr_pneumonia.models.cnn.build_cnn], ``build_cnn_small`` and
+``build_cnn_medium`` for our hand-written CNNs,
 [`build_backbone_classifier`][cxr_pneumonia.models.backbones.build_backbone_classifier] for every
 ImageNet base and head, `build_stack` for the layer tables of `STACKS`) and the options it passes; a
 variant such as ``resnet50-kfold`` is one more row.
@@ -45,7 +46,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from cxr_pneumonia.exceptions import UnknownModelError, WeightsUnavailableError
 from cxr_pneumonia.models.backbones import Head, build_backbone_classifier
-from cxr_pneumonia.models.cnn import build_cnn, build_cnn_small
+from cxr_pneumonia.models.cnn import build_cnn, build_cnn_medium, build_cnn_small
 from cxr_pneumonia.models.heads import OUTPUT_KINDS, OutputKind
 from cxr_pneumonia.models.stacks import ACTIVATIONS, STACKS, LayerSpec, build_stack
 
@@ -66,8 +67,8 @@ class ModelSpec:
 
     Attributes:
         name: Registry name, also the built model's ``name``.
-        builder: The function building it (``build_cnn``,
-            ``build_cnn_small`` or ``build_backbone_classifier``).
+        builder: The function building it (``build_cnn``, ``build_cnn_small``,
+            ``build_cnn_medium``, ``build_stack`` or ``build_backbone_classifier``).
         kind: ``"custom"`` (random initialization only) or ``"backbone"``
             (an ImageNet ``keras.applications`` base).
         description: One line for listings.
@@ -192,6 +193,14 @@ MODELS: dict[str, ModelSpec] = {
             reference="cxr-pneumonia (this package)",
             default_input_shape=(224, 224, 1),
         ),
+        ModelSpec(
+            name="cnn-medium",
+            builder=build_cnn_medium,
+            kind="custom",
+            description="cnn-small wider and one stage deeper, ~1.07 M parameters",
+            reference="cxr-pneumonia (this package)",
+            default_input_shape=(224, 224, 1),
+        ),
         _stack(
             "dense-kfold",
             "Dense baseline: Flatten, dense 32, dense 8 (393,521 params at 64x64x3)",
@@ -308,7 +317,7 @@ def list_models() -> tuple[str, ...]:
     """Names of the registered models, sorted.
 
     Returns:
-        The names, e.g. ``("cnn", "cnn-kfold", "cnn-small", ...)``.
+        The names, e.g. ``("cnn", "cnn-kfold", "cnn-medium", "cnn-small", ...)``.
     """
     return tuple(sorted(MODELS))
 
