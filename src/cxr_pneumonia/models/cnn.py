@@ -1,6 +1,6 @@
-"""The custom convolutional networks: ``cnn`` (the reference notebook), ``cnn-small`` and ``cnn-medium``.
+"""The custom convolutional networks: ``cnn`` (the notebook), ``cnn-small``, ``cnn-medium``.
 
-Both take raw ``0..255`` pixels with the channel count of ``input_shape``
+All take raw ``0..255`` pixels with the channel count of ``input_shape``
 (1 for grayscale, 3 for RGB) and scale them to ``[0, 1]`` inside the graph
 ([`PixelPreprocessing`][cxr_pneumonia.models.layers.PixelPreprocessing]). An input with the
 other channel count is the caller's job to convert (``prepare_image(...,
