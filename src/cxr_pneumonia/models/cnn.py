@@ -242,8 +242,9 @@ def build_cnn_medium(
     The larger from-scratch residual CNN of the recipe search: stem widths
     `CNN_MEDIUM_STEM` and stages `CNN_MEDIUM_STAGES` (a fourth stage at
     1/64 of the input gives it a receptive field that covers the whole lung
-    field at 224 px). About 2.2 times ``cnn-small``'s training cost per step,
-    so the 40-epoch recipe takes about 40 minutes on two idle CPU cores.
+    field at 224 px). About 2.2 times ``cnn-small``'s training cost per step;
+    the 40-epoch recipe took 74 minutes on two CPU cores shared with two
+    other training runs.
     Whether it beats ``cnn-small`` under shift is in the shift-robustness
     guide's table of recipes.
 
