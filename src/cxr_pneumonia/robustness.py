@@ -23,6 +23,11 @@ gives the report of the mean of several models' probabilities (what their
 ensemble members this way takes seconds. ``to_json(include_scores=True)`` and
 [`from_dict`][cxr_pneumonia.robustness.ShiftReport.from_dict] keep the probabilities on disk.
 
+This module computes the reports and is their public entry point. Their renderings (Markdown,
+plain text, the ``rich`` table, and the comparison table of
+[`compare_shift_reports`][cxr_pneumonia.robustness.compare_shift_reports]) live in the private
+``_robustness_render``, which the methods and functions here call; it does not import this module.
+
 Examples:
     >>> predictor = Predictor.load("bundles/cnn")                       # doctest: +SKIP
     >>> data = load_dataset(data_dir="chest_xray", image_size=predictor.image_size,
@@ -46,6 +51,13 @@ from typing import Any
 
 import numpy as np
 
+from cxr_pneumonia._robustness_render import (
+    comparison_table,
+    format_value,
+    markdown,
+    plain_text,
+    rich_renderable,
+)
 from cxr_pneumonia.data.splits import CLASS_NAMES, DatasetSplits
 from cxr_pneumonia.evaluation import EvaluationReport, choose_threshold, evaluate
 from cxr_pneumonia.shifts import DEFAULT_SHIFTS, get_shift
@@ -67,13 +79,6 @@ BASELINE = "none"
 
 SHIFT_METRICS: tuple[str, ...] = ("roc_auc", "sensitivity", "specificity", "accuracy")
 """The metrics of every row; the worst case is reported for each."""
-
-_TITLES = {
-    "roc_auc": "ROC AUC",
-    "sensitivity": "Sensitivity",
-    "specificity": "Specificity",
-    "accuracy": "Accuracy",
-}
 
 
 @dataclass(frozen=True)
@@ -457,32 +462,7 @@ class ShiftReport:
         Returns:
             Markdown text.
         """
-        worst = {metric: row for metric, row in self.worst_case.items() if row in self.rows}
-        where = f"split {self.split}" if self.split else "the given images"
-        source = f" of {self.source}" if self.source else ""
-        lines = [
-            f"**{self.n} images** ({where}{source}), threshold {self.threshold:.4f}, "
-            f"{len(self.rows)} shifted copies",
-            "",
-            "| Shift | Strength | " + " | ".join(_TITLES[m] for m in SHIFT_METRICS) + " |",
-            "|:--|--:|" + "--:|" * len(SHIFT_METRICS),
-        ]
-        cells = [_cell(getattr(self.baseline, m), None, bold=False) for m in SHIFT_METRICS]
-        lines.append(f"| {BASELINE} | | " + " | ".join(cells) + " |")
-        for row in self.rows:
-            cells = [
-                _cell(getattr(row, m), getattr(self.baseline, m), bold=worst.get(m) is row)
-                for m in SHIFT_METRICS
-            ]
-            lines.append(f"| {row.shift} | {row.strength:g} | " + " | ".join(cells) + " |")
-        lines += ["", "| Worst case | Value | Change | Shift |", "|:--|--:|--:|:--|"]
-        for metric, row in self.worst_case.items():
-            value = getattr(row, metric)
-            change = value - getattr(self.baseline, metric)
-            lines.append(
-                f"| {_TITLES[metric]} | {_fmt(value)} | {_fmt(change, signed=True)} | {row.label} |"
-            )
-        return "\n".join(lines)
+        return markdown(self, metrics=SHIFT_METRICS, baseline_label=BASELINE)
 
     def to_text(self) -> str:
         """The report as plain text: aligned columns, then the worst cases (no markup).
@@ -490,78 +470,23 @@ class ShiftReport:
         Returns:
             Text for a log file or a pipe.
         """
-        rows = [["shift", "strength", *SHIFT_METRICS]]
-        rows.append([BASELINE, "", *(_fmt(getattr(self.baseline, m)) for m in SHIFT_METRICS)])
-        for row in self.rows:
-            rows.append(
-                [
-                    row.shift,
-                    f"{row.strength:g}",
-                    *(_cell(getattr(row, m), getattr(self.baseline, m), bold=False)
-                      for m in SHIFT_METRICS),
-                ]
-            )  # fmt: skip
-        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-        lines = [self._headline(), ""]
-        for n, cells in enumerate(rows):
-            lines.append(
-                "  ".join(
-                    cell.ljust(w) if i < 2 else cell.rjust(w)
-                    for i, (cell, w) in enumerate(zip(cells, widths, strict=True))
-                ).rstrip()
-            )
-            if n == 0:
-                lines.append("  ".join("-" * w for w in widths))
-        lines += ["", "worst case:"]
-        for metric, row in self.worst_case.items():
-            lines.append(f"  {metric:<12} {_fmt(getattr(row, metric))}  ({row.label})")
-        return "\n".join(lines)
-
-    def _headline(self) -> str:
-        where = f"split {self.split}" if self.split else "the given images"
-        source = f" of {self.source}" if self.source else ""
-        return (
-            f"{self.n} images ({where}{source}), threshold {self.threshold:.4f}, "
-            f"{len(self.rows)} shifted copies"
-        )
+        return plain_text(self, metrics=SHIFT_METRICS, baseline_label=BASELINE)
 
     def __rich__(self) -> Any:
         """A terminal rendering (``Console().print(report)``): the table, the worst in red."""
-        from rich import box
-        from rich.console import Group
-        from rich.table import Table
-        from rich.text import Text
-
-        worst = {metric: row for metric, row in self.worst_case.items() if row in self.rows}
-        table = Table(box=box.SIMPLE_HEAD)
-        table.add_column("shift")
-        table.add_column("strength", justify="right")
-        for metric in SHIFT_METRICS:
-            table.add_column(_TITLES[metric], justify="right")
-        table.add_row(BASELINE, "", *(_fmt(getattr(self.baseline, m)) for m in SHIFT_METRICS))
-        for row in self.rows:
-            cells = []
-            for metric in SHIFT_METRICS:
-                value, base = getattr(row, metric), getattr(self.baseline, metric)
-                text = _cell(value, base, bold=False)
-                style = (
-                    "bold red" if worst.get(metric) is row else ("yellow" if value < base else "")
-                )
-                cells.append(Text(text, style=style))
-            table.add_row(row.shift, f"{row.strength:g}", *cells)
-        return Group(Text(self._headline(), style="bold"), table)
+        return rich_renderable(self, metrics=SHIFT_METRICS, baseline_label=BASELINE)
 
     def __str__(self) -> str:
         return self.to_markdown()
 
     def __repr__(self) -> str:
         worst = ", ".join(
-            f"{metric}={_fmt(getattr(row, metric))} ({row.label})"
+            f"{metric}={format_value(getattr(row, metric))} ({row.label})"
             for metric, row in self.worst_case.items()
             if metric != "accuracy"
         )
         base = ", ".join(
-            f"{metric}={_fmt(getattr(self.baseline, metric))}"
+            f"{metric}={format_value(getattr(self.baseline, metric))}"
             for metric in SHIFT_METRICS
             if metric != "accuracy"
         )
@@ -573,21 +498,6 @@ class ShiftReport:
 
 def _json_float(value: float) -> float | None:
     return None if math.isnan(value) else float(value)
-
-
-def _fmt(value: float, *, signed: bool = False) -> str:
-    if math.isnan(value):
-        return "n/a"
-    return f"{value:+.4f}" if signed else f"{value:.4f}"
-
-
-def _cell(value: float, baseline: float | None, *, bold: bool) -> str:
-    text = _fmt(value)
-    if bold:
-        text = f"**{text}**"
-    if baseline is not None and not math.isnan(value) and not math.isnan(baseline):
-        text += f" ({value - baseline:+.3f})"
-    return text
 
 
 def _check_metric(metric: str) -> None:
@@ -869,38 +779,4 @@ def compare_shift_reports(reports: Mapping[str, ShiftReport]) -> str:
     Examples:
         >>> print(compare_shift_reports({"default": a, "mixup": b}))  # doctest: +SKIP
     """
-    if not reports:
-        msg = "reports is empty; pass {name: ShiftReport} for at least one model"
-        raise ValueError(msg)
-    items = list(reports.items())
-    first_name, first = items[0]
-    plan = [(row.shift, row.strength) for row in first.rows]
-    for name, report in items[1:]:
-        if report.n != first.n or [(r.shift, r.strength) for r in report.rows] != plan:
-            msg = (
-                f"the reports of {first_name!r} and {name!r} differ in images ({first.n} and "
-                f"{report.n}) or shifts; compare reports made on the same split with the same "
-                "shifts"
-            )
-            raise ValueError(msg)
-    metrics = ("roc_auc", "sensitivity", "specificity")
-    header = "| Model | Threshold | " + " | ".join(
-        f"{_TITLES[m]} {part}" for m in metrics for part in ("none", "mean", "worst")
-    )
-    lines = [
-        f"**{first.n} images**, {len(plan)} shifted copies",
-        "",
-        header + " |",
-        "|:--|--:|" + "--:|" * (3 * len(metrics)),
-    ]
-    for name, report in items:
-        cells = [name, f"{report.threshold:.4f}"]
-        for metric in metrics:
-            worst = report.worst(metric)
-            cells += [
-                _fmt(getattr(report.baseline, metric)),
-                _fmt(report.mean(metric)),
-                f"{_fmt(getattr(worst, metric))} ({worst.label})",
-            ]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return comparison_table(reports)
