@@ -198,8 +198,18 @@ def test_init_files_only_re_export() -> None:
         ("cxr_pneumonia.models", "cxr_pneumonia.data"),
         ("cxr_pneumonia.models", "cxr_pneumonia.training"),
         ("cxr_pneumonia.data", "cxr_pneumonia.models"),
-        ("cxr_pneumonia.predictor", "cxr_pneumonia.training"),
-        ("cxr_pneumonia.predictor", "cxr_pneumonia.data.pipeline"),
+        # predictor.py and the private modules holding its inputs and results
+        *(
+            (predictor, high)
+            for predictor in (
+                "cxr_pneumonia.predictor",
+                "cxr_pneumonia._predictor_inputs",
+                "cxr_pneumonia._predictor_results",
+            )
+            for high in ("cxr_pneumonia.training", "cxr_pneumonia.data.pipeline")
+        ),
+        ("cxr_pneumonia._predictor_inputs", "cxr_pneumonia.predictor"),
+        ("cxr_pneumonia._predictor_results", "cxr_pneumonia.predictor"),
         # bundle.py and the private modules holding its parts
         *(
             (bundle, high)

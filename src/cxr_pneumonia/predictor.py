@@ -48,36 +48,49 @@ input looks like the training images (``in_distribution``) and how far it is
 ``errors="skip"``, a Prediction whose ``error`` says so), ``"ignore"`` skips
 the check. Bundles saved without a check predict as before, with
 ``in_distribution=None``.
+
+This module is the public entry point and holds the Predictor itself (loading, the model call,
+the OOD policy). Two private modules beside it, which do not import it, hold its two ends:
+``_predictor_inputs`` (one input or a batch, naming and decoding them in threads) and
+``_predictor_results`` (``Prediction`` and ``Explanation``, defined there and re-exported here,
+and how they are made from the model's outputs).
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import importlib.resources
 import logging
-import math
 import os
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Literal, overload
 
 import numpy as np
-from PIL import Image
+from PIL import Image  # noqa: F401  (Explanation's annotations resolve here, see below)
 
+from cxr_pneumonia._predictor_inputs import (
+    as_items,
+    check_arrays,
+    decode_input,
+    decoded_batches,
+    rereadable,
+)
+from cxr_pneumonia._predictor_results import (
+    Explanation,
+    Prediction,
+    check_threshold,
+    class_indices,
+    explanation,
+    explanation_layers,
+    make_prediction,
+    refusal_message,
+)
 from cxr_pneumonia.bundle import BundleMetadata, load_bundle, load_ood_check, metadata_for_model
 from cxr_pneumonia.exceptions import BundleError, InvalidImageError, OutOfDistributionError
-from cxr_pneumonia.gradcam import (
-    grad_cam,
-    layer_outputs,
-    layer_paths,
-    overlay,
-    resize_heatmap,
-    resolve_layer,
-)
-from cxr_pneumonia.images import DEFAULT_MAX_PIXELS, ImageInput, load_image, prepare_image
+from cxr_pneumonia.gradcam import layer_outputs, layer_paths, resolve_layer
+from cxr_pneumonia.images import DEFAULT_MAX_PIXELS, ImageInput, load_image
 from cxr_pneumonia.outputs import OutputKind, output_kind, positive_probability
 
 if TYPE_CHECKING:
@@ -109,69 +122,12 @@ _noted_missing_check = threading.Event()
 PredictorInput = ImageInput | Iterable[ImageInput]
 """One image input, or an iterable (or 4-D array) of them."""
 
-_SINGLE_TYPES = (str, os.PathLike, bytes, bytearray, memoryview, Image.Image)
-_POSITIVE_CLASS = "PNEUMONIA"
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """The model's answer for one input.
-
-    Attributes:
-        label: The predicted class name (``"NORMAL"`` or ``"PNEUMONIA"``), or
-            ``None`` when the input could not be read (see ``error``).
-        probability: Probability of PNEUMONIA in ``[0, 1]``, or ``None`` when
-            the input could not be read.
-        threshold: Decision threshold used: PNEUMONIA when
-            ``probability >= threshold``.
-        source: The input's path (``str``) when it was given as a path,
-            otherwise its index in the batch (``0`` for a single input).
-        error: ``None``, or why the input was skipped (``errors="skip"``).
-        in_distribution: ``True`` when the input looks like the model's
-            training images, ``False`` when the out-of-distribution check
-            flags it (not a chest X-ray, or far from the training data: the
-            label is then not to be trusted), ``None`` when not checked (the
-            bundle has no check, ``ood="ignore"``, or the input was unreadable).
-        ood_score: The check's score (higher is farther from the training
-            images; flagged above the bundle's ``ood["threshold"]``), or ``None``.
-    """
-
-    label: str | None
-    probability: float | None
-    threshold: float
-    source: str | int
-    error: str | None = None
-    in_distribution: bool | None = None
-    ood_score: float | None = None
-
-    @property
-    def ok(self) -> bool:
-        """Whether the input was predicted (``error`` is ``None``)."""
-        return self.error is None
-
-
-@dataclass(frozen=True)
-class Explanation:
-    """A Grad-CAM explanation of one prediction.
-
-    Attributes:
-        prediction: The prediction explained.
-        heatmap: ``float32`` array ``(height, width)`` in ``[0, 1]`` at the input
-            image's own size: where the evidence for the predicted class lies.
-        overlay: The input image (RGB) with the heatmap blended in a jet
-            colormap.
-        layer: Name of the layer whose activations were used (``"outer/inner"``
-            for a layer inside a nested model); when several layers were
-            averaged (an ensemble's members), their names joined by ``", "``.
-        layers: Every layer whose heatmap was averaged, in order (one for a
-            single model, one per member for an ensemble).
-    """
-
-    prediction: Prediction
-    heatmap: np.ndarray = field(repr=False, compare=False)
-    overlay: Image.Image = field(repr=False, compare=False)
-    layer: str
-    layers: tuple[str, ...] = ()
+# The results are defined in _predictor_results and belong to this module, as
+# before the split: help(), reprs, pickles and the API reference name them
+# cxr_pneumonia.predictor.<name>, and typing.get_type_hints reads their annotations
+# here (hence np and Image above).
+Explanation.__module__ = __name__
+Prediction.__module__ = __name__
 
 
 class Predictor:
@@ -253,7 +209,7 @@ class Predictor:
         self.batch_size = batch_size
         self.max_pixels = max_pixels
         self.num_workers = num_workers
-        self._positive, self._negative = _class_indices(self.class_names)
+        self._positive, self._negative = class_indices(self.class_names)
         self.output_kind: OutputKind = output_kind(model)
         self._executor: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
@@ -423,10 +379,18 @@ class Predictor:
         if errors not in ("raise", "skip"):
             msg = f"errors={errors!r} is not supported; choose 'raise' or 'skip'"
             raise ValueError(msg)
-        cut = self.threshold if threshold is None else _check_threshold(threshold)
-        single, items = _as_items(x)
+        cut = self.threshold if threshold is None else check_threshold(threshold)
+        single, items = as_items(x)
         results: list[Prediction] = []
-        for sources, decoded in self._decoded_batches(items, single=single):
+        batches = decoded_batches(
+            items,
+            single=single,
+            decode=self._prepare,
+            batch_size=self.batch_size,
+            num_workers=self.num_workers,
+            pool=self._pool,
+        )
+        for sources, decoded in batches:
             good = [i for i, d in enumerate(decoded) if isinstance(d, np.ndarray)]
             arrays = [d for d in decoded if isinstance(d, np.ndarray)]
             probs: Sequence[float] = []
@@ -446,7 +410,8 @@ class Predictor:
                 probability, score = by_index[i]
                 prediction = self._prediction(float(probability), cut, source, score)
                 if self.ood == "error" and prediction.in_distribution is False:
-                    refusal = OutOfDistributionError(self._ood_message(source, single, score))
+                    message = refusal_message(source, single, score, self.ood_check)
+                    refusal = OutOfDistributionError(message)
                     if errors == "raise":
                         raise refusal
                     prediction = Prediction(
@@ -518,7 +483,7 @@ class Predictor:
         Raises:
             ValueError: If ``images`` has the wrong dtype or shape.
         """
-        array = self._check_arrays(images, "predict_arrays")
+        array = check_arrays(images, self.metadata.input_shape, "predict_arrays")
         if len(array) == 0:
             return np.zeros((0,), dtype=np.float64)
         chunks = [
@@ -542,7 +507,7 @@ class Predictor:
             ValueError: If ``images`` has the wrong dtype or shape, or this
                 Predictor has no OOD check (or was made with ``ood="ignore"``).
         """
-        array = self._check_arrays(images, "ood_scores")
+        array = check_arrays(images, self.metadata.input_shape, "ood_scores")
         if self.ood_check is None or self._features is None:
             msg = (
                 "this Predictor has no out-of-distribution check (the bundle has none, or "
@@ -607,17 +572,9 @@ class Predictor:
         if not 0.0 <= float(alpha) <= 1.0:
             msg = f"alpha must be in [0, 1], got {alpha!r}"
             raise ValueError(msg)
-        if layer is None and self.metadata.members:
-            names: list[str | None] = [str(m["layer"]) for m in self.metadata.members]
-        elif layer is None or isinstance(layer, str):
-            names = [layer]
-        else:
-            names = list(layer)
-            if not names:
-                msg = "layer is an empty list; name at least one layer, or pass None"
-                raise ValueError(msg)
+        names = explanation_layers(layer, self.metadata.members)
         paths = tuple(resolve_layer(self.model, name) for name in names)
-        data, name = _rereadable(x)
+        data, name = rereadable(x)
         original = load_image(
             data, color_mode=self.color_mode, max_pixels=self.max_pixels, name=name
         )
@@ -630,26 +587,14 @@ class Predictor:
             None if ood_scores is None else float(ood_scores[0]),
         )
         positive = prediction.label == self.class_names[self._positive]
-        class_index = self._positive if positive else self._negative
-        heatmaps = [
-            resize_heatmap(
-                grad_cam(self.model, batch, class_index=class_index, layer=path)[0],
-                original.shape[:2],
-            )
-            for path in paths
-        ]
-        heatmap = heatmaps[0]
-        if len(heatmaps) > 1:
-            heatmap = np.mean(heatmaps, axis=0).astype(np.float32)
-            peak = float(heatmap.max())
-            if peak > 0:
-                heatmap = (heatmap / peak).astype(np.float32)
-        return Explanation(
-            prediction=prediction,
-            heatmap=heatmap,
-            overlay=overlay(original, heatmap, alpha=float(alpha)),
-            layer=", ".join(paths),
-            layers=paths,
+        return explanation(
+            prediction,
+            model=self.model,
+            batch=batch,
+            original=original,
+            class_index=self._positive if positive else self._negative,
+            paths=paths,
+            alpha=alpha,
         )
 
     def feature_maps(
@@ -672,7 +617,7 @@ class Predictor:
         paths = layer_paths(self.model, layers)
         if not paths:
             return {}
-        data, name = _rereadable(x)
+        data, name = rereadable(x)
         batch = self._prepare(data, name)[np.newaxis]
         return {
             path: values[0]
@@ -700,35 +645,11 @@ class Predictor:
 
     # --- internals -------------------------------------------------------------------
 
-    def _check_arrays(self, images: np.ndarray, caller: str) -> np.ndarray:
-        array = np.asarray(images)
-        expected = self.metadata.input_shape
-        if array.dtype != np.uint8 or array.ndim != 4 or array.shape[1:] != expected:
-            msg = (
-                f"{caller} expects uint8 images (N, {', '.join(map(str, expected))}), "
-                f"got {array.dtype} {array.shape}; use predict() for images of other sizes or kinds"
-            )
-            raise ValueError(msg)
-        return array
-
     def _prepare(self, item: ImageInput, name: str | None = None) -> np.ndarray:
         """Decode and resize one input exactly as training does."""
-        try:
-            return prepare_image(
-                item,
-                size=self.image_size,
-                color_mode=self.color_mode,
-                max_pixels=self.max_pixels,
-                name=name,
-            )
-        except InvalidImageError:
-            raise
-        except MemoryError:
-            raise
-        except Exception as exc:  # never another exception type for a bad image
-            label = name if name is not None else f"<{type(item).__name__}>"
-            msg = f"{label}: cannot be decoded ({type(exc).__name__}: {exc})"
-            raise InvalidImageError(msg) from exc
+        return decode_input(
+            item, name, size=self.image_size, color_mode=self.color_mode, max_pixels=self.max_pixels
+        )
 
     def _probabilities(self, batch: np.ndarray) -> np.ndarray:
         """PNEUMONIA probabilities for a ``uint8`` batch at the model's size."""
@@ -745,15 +666,6 @@ class Predictor:
         scores = self.ood_check.score([f.numpy() for f in features])
         return self._positive_probability(outputs.numpy()), scores
 
-    def _ood_message(self, source: str | int, single: bool, score: float | None) -> str:
-        name = source if isinstance(source, str) else ("the input" if single else f"input {source}")
-        threshold = self.ood_check.threshold if self.ood_check is not None else float("nan")
-        return (
-            f"{name}: does not look like a chest X-ray the model was trained on (OOD score "
-            f"{score:.3g} > threshold {threshold:.3g}); not predicted. Send a frontal chest "
-            "radiograph, or use ood='flag' to get a (flagged) prediction anyway"
-        )
-
     def _positive_probability(self, outputs: np.ndarray) -> np.ndarray:
         return positive_probability(outputs, positive_index=self._positive)
 
@@ -764,18 +676,14 @@ class Predictor:
         source: str | int,
         ood_score: float | None = None,
     ) -> Prediction:
-        index = self._positive if probability >= threshold else self._negative
-        in_distribution = None
-        if ood_score is not None and self.ood_check is not None:
-            in_distribution = bool(self.ood_check.accepts(np.asarray([ood_score]))[0])
-        return Prediction(
-            self.class_names[index],
+        return make_prediction(
             probability,
             threshold,
             source,
-            None,
-            in_distribution,
             ood_score,
+            class_names=self.class_names,
+            indices=(self._positive, self._negative),
+            ood_check=self.ood_check,
         )
 
     def _pool(self) -> ThreadPoolExecutor:
@@ -785,29 +693,6 @@ class Predictor:
                     max_workers=self.num_workers, thread_name_prefix="cxr-decode"
                 )
             return self._executor
-
-    def _decoded_batches(
-        self, items: Sequence[Any], *, single: bool
-    ) -> Iterator[tuple[list[str | int], list[np.ndarray | InvalidImageError]]]:
-        """Yield ``(sources, decoded)`` per batch; decoding runs ahead in threads."""
-        sources = [_source(item, i) for i, item in enumerate(items)]
-        names = [
-            s if isinstance(s, str) else (None if single else f"input {s} ({_kind(items[s])})")
-            for s in sources
-        ]
-
-        def decode(i: int) -> np.ndarray | InvalidImageError:
-            try:
-                return self._prepare(items[i], names[i])
-            except InvalidImageError as exc:
-                return exc
-
-        if len(items) <= 1 or self.num_workers == 1:
-            for start in range(0, len(items), self.batch_size):
-                stop = min(start + self.batch_size, len(items))
-                yield sources[start:stop], [decode(i) for i in range(start, stop)]
-            return
-        yield from _windowed(self._pool(), decode, len(items), self.batch_size, sources)
 
 
 # --- explaining a model or a Predictor ---------------------------------------------------
@@ -890,19 +775,6 @@ def _as_predictor(model_or_predictor: Any) -> Predictor:
     raise TypeError(msg)
 
 
-def _rereadable(x: ImageInput) -> tuple[Any, str | None]:
-    """Return an input that can be decoded twice, and its path if it is one."""
-    if isinstance(x, (str, os.PathLike)):
-        return x, os.fspath(x)
-    if not isinstance(x, (bytes, bytearray, memoryview, Image.Image, np.ndarray)):
-        read = getattr(x, "read", None)
-        if callable(read):
-            data = read()
-            # Text or odd file objects: let prepare_image name the problem.
-            return (data, None) if isinstance(data, (bytes, bytearray, memoryview)) else (x, None)
-    return x, None
-
-
 # --- helpers ---------------------------------------------------------------------------
 
 
@@ -919,73 +791,3 @@ def _note_missing_check(path: str | os.PathLike[str]) -> None:
         os.fspath(path),
         os.fspath(path),
     )
-
-
-def _windowed(
-    pool: ThreadPoolExecutor,
-    decode: Callable[[int], np.ndarray | InvalidImageError],
-    count: int,
-    batch_size: int,
-    sources: list[str | int],
-) -> Iterator[tuple[list[str | int], list[np.ndarray | InvalidImageError]]]:
-    """Decode ``count`` items in ``pool``, at most two batches ahead of inference."""
-    window = 2 * batch_size
-    pending: collections.deque[Future[np.ndarray | InvalidImageError]] = collections.deque()
-    submitted = 0
-    try:
-        for start in range(0, count, batch_size):
-            stop = min(start + batch_size, count)
-            while submitted < min(count, stop + window):
-                pending.append(pool.submit(decode, submitted))
-                submitted += 1
-            yield sources[start:stop], [pending.popleft().result() for _ in range(start, stop)]
-    finally:
-        for future in pending:
-            future.cancel()
-
-
-def _as_items(x: Any) -> tuple[bool, list[Any]]:
-    """Return ``(is_single, items)``."""
-    if isinstance(x, np.ndarray):
-        return (False, list(x)) if x.ndim == 4 else (True, [x])
-    if isinstance(x, _SINGLE_TYPES) or callable(getattr(x, "read", None)):
-        return True, [x]
-    if isinstance(x, Iterable):
-        return False, list(x)
-    return True, [x]  # prepare_image will name the unsupported type
-
-
-def _source(item: Any, index: int) -> str | int:
-    if isinstance(item, (str, os.PathLike)):
-        return os.fspath(item)
-    return index
-
-
-def _kind(item: Any) -> str:
-    if isinstance(item, np.ndarray):
-        return f"array {item.dtype} {item.shape}"
-    if isinstance(item, (bytes, bytearray, memoryview)):
-        return f"{len(item)} bytes"
-    if isinstance(item, Image.Image):
-        return "PIL image"
-    name = getattr(item, "name", None)
-    return f"file {name}" if isinstance(name, str) else type(item).__name__
-
-
-def _check_threshold(threshold: float) -> float:
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
-        msg = f"threshold must be a number in [0, 1], got {threshold!r}"
-        raise ValueError(msg)
-    value = float(threshold)
-    if math.isnan(value) or not 0.0 <= value <= 1.0:
-        msg = f"threshold must be a number in [0, 1], got {threshold!r}"
-        raise ValueError(msg)
-    return value
-
-
-def _class_indices(class_names: Sequence[str]) -> tuple[int, int]:
-    if len(class_names) != 2:
-        msg = f"the Predictor handles binary classifiers; got class_names={list(class_names)}"
-        raise ValueError(msg)
-    positive = class_names.index(_POSITIVE_CLASS) if _POSITIVE_CLASS in class_names else 1
-    return positive, 1 - positive
