@@ -3,13 +3,16 @@
 ::
 
     python scripts/cross_validate_recipe.py --data-dir ../shared/data/kermany2018-224 \\
-        [--folds 5] [--model cnn-small] [--label-smoothing 0.1] [--out runs/kfold/report.json]
+        [--folds 5] [--model cnn-small] [--label-smoothing 0.1] [--fill-mode constant \\
+        --fill-value 128] [--out runs/kfold/report.json]
 
 pools the training files (all of them: ``train`` plus the patient-grouped
 validation part), cuts them into ``--folds`` class-stratified folds that keep
 each patient on one side, trains a fresh ``--model`` per fold with the
 defaults of `fit` (the recipe of the shipped model: AdamW, EMA, warmup-cosine,
-40 epochs, the default augmentation, balanced class weights) and prints each
+40 epochs, the default augmentation, balanced class weights; ``--fill-mode`` and
+``--fill-value`` change how the augmentation fills pixels from outside the
+image, as ``train``'s flags do) and prints each
 fold's validation ROC AUC, accuracy, precision and recall, their mean and
 sample standard deviation. Fold ``k`` trains with seed ``--seed + k`` and
 checkpoints in ``--checkpoint-dir/fold-k``: an interrupted run resumes there.
@@ -20,6 +23,7 @@ folds says which differences between recipes are noise.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -40,16 +44,28 @@ def main(argv: list[str] | None = None) -> int:
         "--label-smoothing", type=float, default=0.0, help="fit's label_smoothing (default 0)"
     )
     parser.add_argument(
+        "--fill-mode",
+        choices=("nearest", "constant"),
+        default=None,
+        help="augmentation fill mode (default: the recipe's)",
+    )
+    parser.add_argument(
+        "--fill-value", type=float, default=None, help="grey level of --fill-mode constant"
+    )
+    parser.add_argument(
         "--checkpoint-dir", default="runs/kfold/checkpoints", help="per-fold checkpoints"
     )
     parser.add_argument("--out", default="runs/kfold/report.json", help="JSON report to write")
     args = parser.parse_args(argv)
 
     from cxr_pneumonia import load_dataset
+    from cxr_pneumonia.data.augment import Augmentation
     from cxr_pneumonia.training import cross_validate
     from cxr_pneumonia.training.fitting import DEFAULT_EPOCHS
 
     epochs = DEFAULT_EPOCHS if args.epochs is None else args.epochs
+    fill = {"fill_mode": args.fill_mode, "fill_value": args.fill_value}
+    augment = Augmentation(**{key: value for key, value in fill.items() if value is not None})
 
     data = load_dataset(
         data_dir=args.data_dir,
@@ -66,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         epochs=epochs,
         seed=args.seed,
         model_options={"weights": None},
+        augment=augment,
         checkpoint_dir=args.checkpoint_dir,
         label_smoothing=args.label_smoothing,
         verbose=2,
@@ -78,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         "seed": result.seed,
         "epochs": epochs,
         "label_smoothing": args.label_smoothing,
+        "augmentation": dataclasses.asdict(augment),
         "fold_sizes": [list(size) for size in result.fold_sizes],
         "fold_metrics": list(result.fold_metrics),
         "mean": result.mean,

@@ -63,6 +63,38 @@ def test_default_bundle_is_small_and_records_how_it_was_made() -> None:
     assert metadata.metrics["val_roc_auc"] >= 0.98
 
 
+# Options of the script that say where, how many and what to keep, not how to train one model.
+NOT_RECIPE = {"--data-dir", "--out", "--checkpoint-dir", "--overwrite", "--ensemble"}
+
+
+def test_the_scripts_recipe_is_train_without_flags() -> None:
+    """Every recipe flag the script spells out is ``train``'s default: no flag, same model."""
+    import click
+
+    from cxr_pneumonia.cli.train import train
+
+    options = {
+        name: param
+        for param in train.params
+        if isinstance(param, click.Option)
+        for name in param.opts
+    }
+    words = script_command()[2:]  # past "cxr-pneumonia train"
+    spelled = set()
+    while words:
+        flag = words.pop(0)
+        param = options[flag]
+        spelled.add(param.name)
+        if param.is_flag:
+            assert flag in NOT_RECIPE or param.default is True, f"{flag} is not on by default"
+            continue
+        assert param.nargs == 1, flag  # the script spells no range options
+        value = words.pop(0)
+        if flag not in NOT_RECIPE:
+            assert param.type_cast_value(click.Context(train), value) == param.default, flag
+    assert {"epochs", "optimizer", "schedule", "zoom", "seed"} <= spelled
+
+
 def test_default_model_gets_the_shipped_samples_right(predictor: Predictor) -> None:
     samples = sorted(SAMPLES.glob("*.jpeg"))
     assert len(samples) == 2
