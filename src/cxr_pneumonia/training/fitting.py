@@ -9,15 +9,15 @@ With a ``checkpoint_dir`` the run is resumable: the folder holds the best
 models, the CSV log, Keras' ``BackupAndRestore`` state and ``run_state.json``
 (the history and which phases are done). Calling [`fit`][cxr_pneumonia.training.fitting.fit] again
 with the same folder and ``resume=True`` continues at the epoch after the last one completed, in the
-right phase; a finished run just reloads its final weights.
+right phase; a finished run just reloads its final weights. That bookkeeping (``run_state.json``,
+the phases' final weights, the CSV log and checkpoints on resume, which weights a phase kept) lives
+in the private ``_fit_state`` beside this module, which does not import it.
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
 import importlib.util
-import json
 import logging
 import math
 import os
@@ -31,9 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import keras
-import numpy as np
 
-from cxr_pneumonia._files import atomic_path, remove_debris
 from cxr_pneumonia.data.augment import Augmentation, augmentation_in_train_step
 from cxr_pneumonia.data.pipeline import make_dataset
 from cxr_pneumonia.data.splits import DatasetSplits
@@ -47,17 +45,27 @@ from cxr_pneumonia.training._distributed import (
     rebatch,
     worker_folder,
 )
+from cxr_pneumonia.training._fit_state import (
+    STATE_FILENAME,
+    RunState,
+    clear_run,
+    close_logs,
+    kept_weights,
+    load_npz_weights,
+    load_state,
+    next_epoch,
+    remove_run_debris,
+    seed_checkpoints,
+    trim_logs,
+    with_run_state,
+)
 from cxr_pneumonia.training.callbacks import (
     BACKUP_DIRNAME,
     BEST_ACCURACY_FILENAME,
     BEST_LOSS_FILENAME,
     LOG_FILENAME,
-    AtomicBackupAndRestore,
-    EpochCSVLogger,
-    MultiMetricEarlyStopping,
     SwapInEMAWeights,
     default_callbacks,
-    is_lower_better,
     run_state_callbacks,
     warmup_cosine_decay,
 )
@@ -88,9 +96,6 @@ DEFAULT_EPOCHS = 40
 """Epochs of [`fit`][cxr_pneumonia.training.fitting.fit]'s first phase by default: the default
 recipe's (every member of the shipped model; the shift-robustness guide's "Recipes tried" says
 why 40 and not 25)."""
-
-STATE_FILENAME = "run_state.json"
-_PHASES = ("train", "fine_tune")
 
 
 @dataclass(frozen=True)
@@ -237,117 +242,6 @@ def match_labels(dataset: tf.data.Dataset | None, kind: OutputKind) -> tf.data.D
     )
 
 
-# --------------------------------------------------------------------------- backbone
-
-
-# --------------------------------------------------------------------------- run state
-
-
-class _RunState(keras.callbacks.Callback):
-    """Records each epoch's logs (and persists them with the phase status in ``run_state.json``)."""
-
-    def __init__(self, state: dict[str, Any], path: Path | None, phase: str) -> None:
-        super().__init__()
-        self.state = state
-        self.path = path
-        self.phase = phase
-        self.epochs_run = 0
-
-    def save(self) -> None:
-        if self.path is None:
-            return
-        with atomic_path(self.path) as tmp:
-            tmp.write_text(json.dumps(self.state, indent=1))
-
-    def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
-        row = {"epoch": int(epoch), "phase": self.phase}
-        row.update({k: float(v) for k, v in (logs or {}).items() if np.ndim(v) == 0})
-        optimizer = getattr(self.model, "optimizer", None)
-        if "learning_rate" not in row and optimizer is not None:
-            row["learning_rate"] = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
-        rows = [r for r in self.state["history"] if r["epoch"] != epoch]
-        rows.append(row)
-        self.state["history"] = rows
-        self.epochs_run += 1
-        self.save()
-
-    def on_train_end(self, logs: Mapping[str, Any] | None = None) -> None:
-        # Runs before BackupAndRestore deletes its backup, after early stopping restored
-        # the best weights: the final weights of the phase are saved, then it is marked done.
-        if self.path is not None:
-            weights_path = self.path.parent / f"after_{self.phase}.weights.npz"
-            with atomic_path(weights_path) as tmp, tmp.open("wb") as handle:
-                np.savez(handle, *self.model.get_weights())
-        self.state["phases"][self.phase] = "done"
-        self.save()
-
-
-def _load_state(path: Path | None, model: keras.Model, resume: bool) -> dict[str, Any]:
-    fingerprint = {"model": model.name, "params": int(model.count_params())}
-    fresh = {"fingerprint": fingerprint, "phases": {}, "history": []}
-    if path is None or not resume or not path.exists():
-        return fresh
-    try:
-        state = json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        msg = f"can't read the run state {path} ({error}); pass resume=False to start over"
-        raise TrainingError(msg) from error
-    if state.get("fingerprint") != fingerprint:
-        msg = (
-            f"checkpoint_dir {path.parent} holds a run of {state.get('fingerprint')}, not of "
-            f"this model {fingerprint}; pass resume=False to start over or use another folder"
-        )
-        raise TrainingError(msg)
-    return state
-
-
-def _run_files() -> list[str]:
-    names = [STATE_FILENAME, LOG_FILENAME, BEST_LOSS_FILENAME, BEST_ACCURACY_FILENAME]
-    names += [name.replace("val_", "") for name in (BEST_LOSS_FILENAME, BEST_ACCURACY_FILENAME)]
-    names += [f"after_{phase}.weights.npz" for phase in _PHASES]
-    return names
-
-
-def _clear_run(folder: Path) -> None:
-    shutil.rmtree(folder / BACKUP_DIRNAME, ignore_errors=True)
-    for name in _run_files():
-        (folder / name).unlink(missing_ok=True)
-
-
-def _remove_run_debris(folder: Path) -> None:
-    """Remove the temporaries a killed run left beside its files (only ours, by name)."""
-    for name in _run_files():
-        for path in remove_debris(folder, name):
-            logger.info("removed %s, left by an interrupted run", path)
-
-
-def _load_npz_weights(model: keras.Model, path: Path) -> None:
-    try:
-        with np.load(path, allow_pickle=False) as stored:
-            model.set_weights([stored[f"arr_{i}"] for i in range(len(stored.files))])
-    except (OSError, ValueError, KeyError) as exc:
-        msg = (
-            f"can't load the final weights of a finished phase from {path} ({exc}); "
-            "pass resume=False to start over"
-        )
-        raise TrainingError(msg) from exc
-
-
-def _seed_checkpoints(callbacks: Sequence[keras.callbacks.Callback], history: list[dict]) -> None:
-    """Give best-only ``ModelCheckpoint``s the best value of the earlier epochs of the run."""
-    for callback in callbacks:
-        if not isinstance(callback, keras.callbacks.ModelCheckpoint):
-            continue
-        if not callback.save_best_only or callback.best is not None:
-            continue
-        values = [row[callback.monitor] for row in history if callback.monitor in row]
-        if values:
-            lower = callback.mode == "min" or (
-                callback.mode == "auto" and is_lower_better(callback.monitor)
-            )
-            callback.best = min(values) if lower else max(values)
-
-
 def _compile(
     model: keras.Model,
     strategy: tf.distribute.Strategy,
@@ -436,16 +330,6 @@ def _build_callbacks(
             )
         ]
     return chosen
-
-
-def _with_run_state(
-    callbacks: list[keras.callbacks.Callback], run_state: _RunState
-) -> list[keras.callbacks.Callback]:
-    """Insert ``run_state`` just before the first ``BackupAndRestore`` (or at the end)."""
-    for index, callback in enumerate(callbacks):
-        if isinstance(callback, keras.callbacks.BackupAndRestore):
-            return [*callbacks[:index], run_state, *callbacks[index:]]
-    return [*callbacks, run_state]
 
 
 def fit(
@@ -650,11 +534,11 @@ def fit(
     if folder is not None:
         folder = worker_folder(folder, strategy) if multi_worker else folder
         folder.mkdir(parents=True, exist_ok=True)
-        _remove_run_debris(folder)
+        remove_run_debris(folder)
         if not resume:
-            _clear_run(folder)
+            clear_run(folder)
     state_path = folder / STATE_FILENAME if folder is not None else None
-    state = _load_state(state_path, model, resume)
+    state = load_state(state_path, model, resume)
     resumed = bool(state["history"] or state["phases"])
     if resumed:
         logger.info("resuming the run in %s after %d epoch(s)", folder, len(state["history"]))
@@ -708,15 +592,15 @@ def fit(
             set_backbone_trainable(model, True)
         status = state["phases"].get(phase)
         if status == "done" and folder is not None:
-            _load_npz_weights(model, folder / f"after_{phase}.weights.npz")
-            offset = _next_epoch([row for row in state["history"] if row["phase"] == phase])
+            load_npz_weights(model, folder / f"after_{phase}.weights.npz")
+            offset = next_epoch([row for row in state["history"] if row["phase"] == phase])
             kept = state.get("kept", {}).get(phase, kept)
             logger.info("phase %r already done; loaded its final weights", phase)
             continue
         if status is None and folder is not None:
             shutil.rmtree(folder / BACKUP_DIRNAME, ignore_errors=True)  # stale backup
         state["phases"][phase] = "running"
-        recorder = _RunState(state, state_path, phase)
+        recorder = RunState(state, state_path, phase)
         recorder.save()
         momentum = ema_momentum_for(steps_per_epoch * phase_epochs) if ema else None
         with strategy.scope():  # a Keras optimizer builds in the strategy it was made in
@@ -736,8 +620,8 @@ def fit(
             xla=machine.jit_compile and replicas == 1,
             label_smoothing=label_smoothing,
         )
-        _seed_checkpoints(chosen, state["history"])
-        _trim_logs(chosen, offset)
+        seed_checkpoints(chosen, state["history"])
+        trim_logs(chosen, offset)
         logger.info(
             "phase %r: epochs %d-%d at learning rate %g",
             phase,
@@ -746,7 +630,7 @@ def fit(
             float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)),
         )
         train = fit_multi_worker if multi_worker else _keras_fit
-        phase_callbacks = _with_run_state(chosen, recorder)
+        phase_callbacks = with_run_state(chosen, recorder)
         if callbacks == "default" and schedule == "cosine":
             warmup = min(warmup_epochs, phase_epochs - 1) if index == 0 else 0
             # first, so the logs of every later callback (the CSV log) carry the rate
@@ -774,12 +658,12 @@ def fit(
                     verbose=0,  # TrainingProgress, not Keras' bar
                 )
         except BaseException:
-            _close_logs(chosen)  # Keras skips on_train_end when training is interrupted
+            close_logs(chosen)  # Keras skips on_train_end when training is interrupted
             raise
         epochs_run += recorder.epochs_run
-        offset = _next_epoch(state["history"])
+        offset = next_epoch(state["history"])
         if recorder.epochs_run:
-            kept = _kept_weights(chosen, state["history"], ema=ema)
+            kept = kept_weights(chosen, state["history"], ema=ema)
             state.setdefault("kept", {})[phase] = kept
             recorder.save()
 
@@ -813,41 +697,6 @@ def _tensorboard_callback(
     return keras.callbacks.TensorBoard(log_dir=str(tensorboard_dir))
 
 
-def _kept_weights(
-    callbacks: Sequence[keras.callbacks.Callback], history: list[dict[str, Any]], *, ema: bool
-) -> dict[str, Any]:
-    """Which 0-based epoch's weights the model holds after a phase, and why."""
-    last = max(int(row["epoch"]) for row in history)
-    for callback in callbacks:
-        if isinstance(callback, keras.callbacks.EarlyStopping):
-            restored = callback.restore_best_weights and callback.best_weights is not None
-            if restored and callback.best_epoch is not None:
-                best = int(callback.best_epoch)
-                how = "best" if not callback.monitor.endswith("loss") else "lowest"
-                if best == last:
-                    reason = f"the last epoch, which had the {how} {callback.monitor}"
-                else:
-                    reason = (
-                        f"the {how} {callback.monitor}, restored by EarlyStopping "
-                        f"(epochs {best + 2}-{last + 1} did not improve on it)"
-                    )
-                return {"epoch": best, "reason": reason, "ema": ema}
-        if isinstance(callback, MultiMetricEarlyStopping):
-            restored = callback.restore_best_weights and callback.best_weights is not None
-            if restored and callback.best_epoch is not None:
-                targets = ", ".join(f"{k} {v:g}" for k, v in callback.targets.items())
-                reason = (
-                    f"the best epoch meeting every target ({targets}), restored by "
-                    "MultiMetricEarlyStopping"
-                )
-                return {"epoch": int(callback.best_epoch), "reason": reason, "ema": ema}
-    return {
-        "epoch": last,
-        "reason": "the last epoch (no callback restores an earlier one)",
-        "ema": ema,
-    }
-
-
 def _keras_fit(
     model: keras.Model,
     train_ds: tf.data.Dataset,
@@ -869,57 +718,6 @@ def _keras_fit(
         callbacks=callbacks,
         verbose=verbose,
     )
-
-
-def _close_logs(callbacks: Sequence[keras.callbacks.Callback]) -> None:
-    for callback in callbacks:
-        handle = getattr(callback, "csv_file", None)
-        if isinstance(callback, keras.callbacks.CSVLogger) and handle is not None:
-            handle.close()
-            callback.csv_file = None
-
-
-def _trim_logs(callbacks: Sequence[keras.callbacks.Callback], offset: int) -> None:
-    """Drop the CSV-log rows of epochs that the coming ``fit`` will train (again).
-
-    A run killed after an epoch was logged but before its backup was complete
-    repeats that epoch; without this its row would appear twice.
-    """
-    backups = [c for c in callbacks if isinstance(c, AtomicBackupAndRestore)]
-    if not backups:
-        return  # another backup callback: its restart epoch is unknown here
-    state = backups[0].read_state()
-    restart = max(offset, state["epoch"]) if state is not None else offset
-    for callback in callbacks:
-        if isinstance(callback, keras.callbacks.CSVLogger) and callback.append:
-            first = 1 if isinstance(callback, EpochCSVLogger) else 0  # its epochs are 1-based
-            _trim_csv(Path(callback.filename), restart + first, callback.sep)
-
-
-def _trim_csv(path: Path, restart: int, separator: str) -> None:
-    try:
-        with path.open(newline="", encoding="utf-8") as handle:
-            rows = list(csv.reader(handle, delimiter=separator))
-    except FileNotFoundError:
-        return
-    if not rows or "epoch" not in rows[0]:
-        return
-    column = rows[0].index("epoch")
-    kept = [rows[0]]
-    for row in rows[1:]:
-        try:
-            if int(row[column]) < restart:
-                kept.append(row)
-        except (IndexError, ValueError):
-            continue  # a row cut short by a kill
-    if len(kept) == len(rows):
-        return
-    with atomic_path(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as handle:
-        csv.writer(handle, delimiter=separator).writerows(kept)
-
-
-def _next_epoch(rows: list[dict[str, Any]]) -> int:
-    return 1 + max((int(row["epoch"]) for row in rows), default=-1)
 
 
 def _result(
