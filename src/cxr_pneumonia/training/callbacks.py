@@ -21,12 +21,9 @@ Examples:
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
 import math
 import os
-import re
 import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -34,8 +31,14 @@ from typing import Any, Literal
 
 import keras
 
-from cxr_pneumonia._files import TEMPORARY_PATTERN, atomic_path, sha256_file
+from cxr_pneumonia._files import atomic_path
 from cxr_pneumonia.exceptions import TrainingError
+from cxr_pneumonia.training._backup import (
+    delete_backup,
+    read_backup_state,
+    restore_backup,
+    write_backup,
+)
 
 __all__ = [
     "BACKUP_DIRNAME",
@@ -70,7 +73,6 @@ BACKUP_DIRNAME = "backup"
 BACKUP_STATE_FILENAME = "backup_state.json"
 """File, in the backup folder, naming the last complete backup
 ([`AtomicBackupAndRestore`][cxr_pneumonia.training.callbacks.AtomicBackupAndRestore])."""
-_BACKUP_WEIGHTS = re.compile(r"^epoch-(\d+)\.weights\.h5$")
 
 
 def is_lower_better(metric: str) -> bool:
@@ -434,36 +436,7 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
         Raises:
             TrainingError: If the state file exists but is not a valid record.
         """
-        try:
-            text = self._state_path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            msg = f"can't read the training backup state {self._state_path} ({exc})"
-            raise TrainingError(msg) from exc
-        try:
-            state = json.loads(text)
-            epoch, weights, digest = state["epoch"], state["weights"], state["sha256"]
-        except (ValueError, KeyError, TypeError) as exc:
-            state, epoch, weights, digest = None, None, None, None
-            problem = str(exc)
-        else:
-            problem = ""
-        valid = (
-            isinstance(epoch, int)
-            and epoch >= 0
-            and isinstance(weights, str)
-            and _BACKUP_WEIGHTS.match(weights) is not None
-            and isinstance(digest, str)
-        )
-        if not valid:
-            msg = (
-                f"the training backup state {self._state_path} is not a valid record "
-                f"({problem or repr(state)}); delete {self._folder} (or pass resume=False to "
-                "fit) to start over"
-            )
-            raise TrainingError(msg)
-        return {"epoch": epoch, "weights": weights, "sha256": digest}
+        return read_backup_state(self._folder, self._state_path)
 
     def _load_model(self) -> None:
         if not self.model.built:
@@ -473,72 +446,17 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
             )
             raise TrainingError(msg)
         state = self.read_state()
-        if state is None:
-            return
-        weights = self._folder / state["weights"]
-        fix = f"delete {self._folder} (or pass resume=False to fit) to start over"
-        try:
-            digest = sha256_file(weights)
-        except OSError as exc:
-            msg = (
-                f"the training backup {weights} named by {self._state_path} can't be read "
-                f"({exc}); {fix}"
-            )
-            raise TrainingError(msg) from exc
-        if digest != state["sha256"]:
-            msg = (
-                f"the training backup {weights} does not match the SHA-256 in "
-                f"{self._state_path} (the file is corrupt); {fix}"
-            )
-            raise TrainingError(msg)
-        optimizer = self.model.optimizer
-        if optimizer is not None and not optimizer.built:
-            optimizer.build(self.model.trainable_variables)  # its slots must exist to load them
-        try:
-            self.model.load_weights(weights)
-        except Exception as exc:
-            msg = (
-                f"the training backup {weights} does not fit model {self.model.name!r} "
-                f"({type(exc).__name__}: {exc}); {fix}"
-            )
-            raise TrainingError(msg) from exc
-        self.model._initial_epoch = state["epoch"]
-        logger.info("restored the training backup of epoch %d from %s", state["epoch"], weights)
+        if state is not None:
+            restore_backup(self.model, self._folder, self._state_path, state)
 
     def on_train_end(self, logs: Mapping[str, Any] | None = None) -> None:
         """Delete the backup (only its own files; the folder too once empty)."""
         if not self.delete_checkpoint or not self._folder.is_dir():
             return
-        self._state_path.unlink(missing_ok=True)
-        for entry in self._folder.iterdir():
-            match = TEMPORARY_PATTERN.match(entry.name)
-            name = match["name"] if match else entry.name
-            if _BACKUP_WEIGHTS.match(name) or name == BACKUP_STATE_FILENAME:
-                entry.unlink(missing_ok=True)
-        with contextlib.suppress(OSError):
-            self._folder.rmdir()  # fails, as it should, if someone else's files are there
+        delete_backup(self._folder, self._state_path)
 
     def _save_model(self) -> None:
-        self._folder.mkdir(parents=True, exist_ok=True)
-        name = f"epoch-{self._current_epoch:05d}.weights.h5"
-        weights = self._folder / name
-        # Keras wants the file name to end in .weights.h5.
-        with atomic_path(weights, suffix=".weights.h5") as tmp:
-            self.model.save_weights(tmp, overwrite=True)
-        state = {"epoch": self._current_epoch, "weights": name, "sha256": sha256_file(weights)}
-        with atomic_path(self._state_path) as tmp:
-            tmp.write_text(json.dumps(state) + "\n", encoding="utf-8")
-        # Only now is the new backup the one the state names: drop the older ones.
-        for entry in self._folder.iterdir():
-            if _BACKUP_WEIGHTS.match(entry.name) and entry.name != name:
-                entry.unlink(missing_ok=True)
-        # Temporaries of a writer killed earlier (only ours, by their naming pattern).
-        for entry in self._folder.iterdir():
-            match = TEMPORARY_PATTERN.match(entry.name)
-            if match and (
-                _BACKUP_WEIGHTS.match(match["name"]) or match["name"] == BACKUP_STATE_FILENAME
-            ):
-                entry.unlink(missing_ok=True)
+        write_backup(self.model, self._folder, self._state_path, self._current_epoch)
 
 
 class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
