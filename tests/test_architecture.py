@@ -195,6 +195,8 @@ def test_init_files_only_re_export() -> None:
     [
         ("cxr_pneumonia.gradcam", "cxr_pneumonia.predictor"),
         ("cxr_pneumonia.images", "cxr_pneumonia.data"),
+        # images.py and the private module mapping a DICOM's pixels onto 8 bits
+        ("cxr_pneumonia._images_dicom", "cxr_pneumonia.images"),
         ("cxr_pneumonia.models", "cxr_pneumonia.data"),
         ("cxr_pneumonia.models", "cxr_pneumonia.training"),
         ("cxr_pneumonia.data", "cxr_pneumonia.models"),
