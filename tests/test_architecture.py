@@ -212,6 +212,8 @@ def test_init_files_only_re_export() -> None:
         ),
         ("cxr_pneumonia._predictor_inputs", "cxr_pneumonia.predictor"),
         ("cxr_pneumonia._predictor_results", "cxr_pneumonia.predictor"),
+        # plots.py and the private module checking its figures' inputs
+        ("cxr_pneumonia._plots_inputs", "cxr_pneumonia.plots"),
         # fitting.py and the private module holding its run state
         ("cxr_pneumonia.training._fit_state", "cxr_pneumonia.training.fitting"),
         # callbacks.py and the private module holding its backup's files

@@ -23,6 +23,18 @@ from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 
+from cxr_pneumonia._plots_inputs import (
+    chosen_metrics,
+    class_indices,
+    feature_map_layers,
+    format_auc,
+    gray,
+    history_values,
+    layer_caption,
+    need_both_classes,
+    split_arrays,
+)
+
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
@@ -73,19 +85,6 @@ def _finish(figure: Figure, path: PathLike | None) -> Figure:
     return figure
 
 
-def _need_both_classes(report: EvaluationReport, what: str) -> None:
-    if report.n_positive == 0 or report.n_negative == 0:
-        msg = (
-            f"a {what} needs both classes; the report has {report.n_positive} "
-            f"{report.class_names[1]} and {report.n_negative} {report.class_names[0]} examples"
-        )
-        raise ValueError(msg)
-
-
-def _format_auc(value: float) -> str:
-    return "n/a" if math.isnan(value) else f"{value:.3f}"
-
-
 def plot_roc(report: EvaluationReport, path: PathLike | None = None) -> Figure:
     """Plot the ROC curve of a report, with its operating point.
 
@@ -102,11 +101,11 @@ def plot_roc(report: EvaluationReport, path: PathLike | None = None) -> Figure:
     """
     from sklearn.metrics import roc_curve
 
-    _need_both_classes(report, "ROC curve")
+    need_both_classes(report, "ROC curve")
     figure = _new_figure(5.0, 5.0)
     ax = figure.add_subplot()
     fpr, tpr, _ = roc_curve(report.labels, report.scores)
-    ax.plot(fpr, tpr, color="C0", lw=2, label=f"ROC (AUC = {_format_auc(report.roc_auc)})")
+    ax.plot(fpr, tpr, color="C0", lw=2, label=f"ROC (AUC = {format_auc(report.roc_auc)})")
     ax.plot([0, 1], [0, 1], color="0.6", ls="--", lw=1, label="chance")
     ax.plot(
         1.0 - report.specificity,
@@ -142,7 +141,7 @@ def plot_precision_recall(report: EvaluationReport, path: PathLike | None = None
     """
     from sklearn.metrics import precision_recall_curve
 
-    _need_both_classes(report, "precision-recall curve")
+    need_both_classes(report, "precision-recall curve")
     figure = _new_figure(5.0, 5.0)
     ax = figure.add_subplot()
     precision, recall, _ = precision_recall_curve(report.labels, report.scores)
@@ -152,7 +151,7 @@ def plot_precision_recall(report: EvaluationReport, path: PathLike | None = None
         where="post",
         color="C0",
         lw=2,
-        label=f"PR (AP = {_format_auc(report.pr_auc)})",
+        label=f"PR (AP = {format_auc(report.pr_auc)})",
     )
     prevalence = report.n_positive / report.n
     ax.axhline(prevalence, color="0.6", ls="--", lw=1, label=f"chance ({prevalence:.2f})")
@@ -280,21 +279,6 @@ def plot_calibration(
     return _finish(figure, path)
 
 
-def _history_dict(history: Any) -> dict[str, list[float]]:
-    """Accept a dict, a ``TrainingResult`` or a ``keras.callbacks.History``."""
-    raw = history if isinstance(history, Mapping) else getattr(history, "history", None)
-    if not isinstance(raw, Mapping):
-        msg = (
-            "history must be a dict of metric name -> per-epoch values, or an object with "
-            f"a .history dict (TrainingResult, keras History); got {type(history).__name__}"
-        )
-        raise TypeError(msg)
-    return {str(name): [float(v) for v in values] for name, values in raw.items()}
-
-
-_NOT_METRICS = ("learning_rate", "lr")
-
-
 def plot_history(
     history: Mapping[str, Sequence[float]] | Any,
     path: PathLike | None = None,
@@ -321,27 +305,8 @@ def plot_history(
         ValueError: If the history is empty or a requested metric is absent
             (the message lists those present).
     """
-    values = _history_dict(history)
-    available = [n for n in values if not n.startswith("val_") and n not in _NOT_METRICS]
-    available += [
-        n[4:]
-        for n in values
-        if n.startswith("val_") and n[4:] not in values and n[4:] not in _NOT_METRICS
-    ]
-    if metrics is None:
-        chosen = available
-    else:
-        chosen = [metrics] if isinstance(metrics, str) else list(metrics)
-        missing = [name for name in chosen if name not in values and f"val_{name}" not in values]
-        if missing:
-            msg = (
-                f"metric(s) {', '.join(map(repr, missing))} not in the history; "
-                f"it has: {', '.join(available) or 'nothing'}"
-            )
-            raise ValueError(msg)
-    if not chosen:
-        msg = "the history has no metrics to plot"
-        raise ValueError(msg)
+    values = history_values(history)
+    chosen = chosen_metrics(values, metrics)
 
     columns = min(len(chosen), 3)
     rows = math.ceil(len(chosen) / columns)
@@ -388,23 +353,7 @@ def plot_feature_maps(
         ValueError: If ``feature_maps`` is empty, ``max_channels < 1`` or an
             activation does not have an image shape.
     """
-    if not feature_maps:
-        msg = "feature_maps is empty; pass at least one layer's activations"
-        raise ValueError(msg)
-    if max_channels < 1:
-        msg = f"max_channels must be at least 1; got {max_channels!r}"
-        raise ValueError(msg)
-    layers: list[tuple[str, np.ndarray]] = []
-    for name, activation in feature_maps.items():
-        array = np.asarray(activation, dtype=np.float32)
-        if array.ndim == 4 and array.shape[0] == 1:
-            array = array[0]
-        if array.ndim == 2:
-            array = array[..., None]
-        if array.ndim != 3:
-            msg = f"activations of {name!r} must be (H, W, C) or (1, H, W, C); got {array.shape}"
-            raise ValueError(msg)
-        layers.append((str(name), array))
+    layers = feature_map_layers(feature_maps, max_channels=max_channels)
     columns = min(max_channels, max(a.shape[-1] for _, a in layers))
     # One sub-figure per layer, its name as a title above the row: long names
     # ("cnn-small/stage3_block2_conv") are never cut off and never overlap.
@@ -426,16 +375,6 @@ def plot_feature_maps(
                 continue
             ax.imshow(array[..., col], cmap="viridis")
     return _finish(figure, path)
-
-
-def _layer_caption(explanation: Any) -> str:
-    """``"Grad-CAM of layer X"``; an ensemble's ``m0/X, m1/X, ...`` shortened to fit."""
-    layers = tuple(getattr(explanation, "layers", ())) or (explanation.layer,)
-    if len(layers) == 1:
-        return f"Grad-CAM of layer {layers[0]}"
-    names = {layer.rsplit("/", 1)[-1] for layer in layers}
-    which = names.pop() if len(names) == 1 else f"{layers[0]}, ..."
-    return f"Grad-CAM of layer {which}, averaged over {len(layers)} members"
 
 
 def plot_gradcam(
@@ -481,7 +420,7 @@ def plot_gradcam(
         f"{prediction.label}: P(PNEUMONIA) = {probability}, threshold {prediction.threshold:.3f}"
     )
     ax.set_title("\n".join(lines), fontsize=10)
-    ax.set_xlabel(_layer_caption(explanation), fontsize=8)
+    ax.set_xlabel(layer_caption(explanation), fontsize=8)
     colours = ListedColormap(jet_colormap(np.linspace(0.0, 1.0, 256)) / 255.0)
     scale = ScalarMappable(norm=Normalize(0.0, 1.0), cmap=colours)
     bar = figure.colorbar(scale, ax=ax, fraction=0.046, pad=0.03)
@@ -571,28 +510,6 @@ def plot_shift_report(
 # --------------------------------------------------------------------------- data
 
 
-def _split_arrays(data: DatasetSplits, split: str) -> tuple[np.ndarray, np.ndarray]:
-    images, labels = data.images.get(split), data.labels.get(split)
-    if images is None or labels is None:
-        present = ", ".join(s for s in data.images if s in data.labels) or "none"
-        msg = f"the data has no images for split {split!r}; splits with images: {present}"
-        raise ValueError(msg)
-    return images, np.asarray(labels)
-
-
-def _class_indices(labels: np.ndarray, index: int, limit: int | None, seed: int) -> np.ndarray:
-    chosen = np.flatnonzero(labels == index)
-    if limit is not None and len(chosen) > limit:
-        rng = np.random.default_rng(seed + index)
-        chosen = np.sort(rng.choice(chosen, size=limit, replace=False))
-    return chosen
-
-
-def _gray(image: np.ndarray) -> np.ndarray:
-    array = np.asarray(image)
-    return array[..., 0] if array.shape[-1] == 1 else array
-
-
 def plot_class_counts(data: DatasetSplits, path: PathLike | None = None) -> Figure:
     """Bar chart of the images per class in each split, each bar labelled with its count.
 
@@ -660,13 +577,13 @@ def plot_samples(
     if isinstance(per_class, bool) or not isinstance(per_class, int) or per_class < 1:
         msg = f"per_class must be an int >= 1; got {per_class!r}"
         raise ValueError(msg)
-    images, labels = _split_arrays(data, split)
+    images, labels = split_arrays(data, split)
     files = data.files.get(split, ())
     names = list(data.class_names)
     figure = _new_figure(1.9 * per_class, 2.1 * len(names))
     axes = figure.subplots(len(names), per_class, squeeze=False)
     for row, name in enumerate(names):
-        chosen = _class_indices(labels, row, per_class, seed)
+        chosen = class_indices(labels, row, per_class, seed)
         for col in range(per_class):
             ax = axes[row, col]
             ax.set_xticks([])
@@ -675,7 +592,7 @@ def plot_samples(
                 ax.set_visible(False)
                 continue
             index = int(chosen[col])
-            ax.imshow(_gray(images[index]), cmap="gray", vmin=0, vmax=255)
+            ax.imshow(gray(images[index]), cmap="gray", vmin=0, vmax=255)
             title = os.path.basename(str(files[index])) if index < len(files) else str(index)
             ax.set_title(title[:24], fontsize=7)
             if col == 0:
@@ -702,10 +619,10 @@ def image_statistics(
     Raises:
         ValueError: If the split has no images.
     """
-    images, labels = _split_arrays(data, split)
+    images, labels = split_arrays(data, split)
     result: dict[str, dict[str, np.ndarray]] = {}
     for index, name in enumerate(data.class_names):
-        chosen = _class_indices(labels, index, max_images, seed)
+        chosen = class_indices(labels, index, max_images, seed)
         height, width = images.shape[1], images.shape[2]
         means = np.empty(len(chosen), dtype=np.float64)
         stds = np.empty(len(chosen), dtype=np.float64)
