@@ -29,6 +29,8 @@ import os
 import sys
 from pathlib import Path
 
+from cxr_pneumonia.data.augment import Augmentation
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -43,14 +45,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--label-smoothing", type=float, default=0.0, help="fit's label_smoothing (default 0)"
     )
+    recipe = Augmentation()
     parser.add_argument(
         "--fill-mode",
         choices=("nearest", "constant"),
-        default=None,
-        help="augmentation fill mode (default: the recipe's)",
+        default=recipe.fill_mode,
+        help=f"augmentation fill mode (default {recipe.fill_mode}, the recipe's)",
     )
     parser.add_argument(
-        "--fill-value", type=float, default=None, help="grey level of --fill-mode constant"
+        "--fill-value",
+        type=float,
+        default=recipe.fill_value,
+        help=f"grey level of --fill-mode constant (default {recipe.fill_value:g})",
     )
     parser.add_argument(
         "--checkpoint-dir", default="runs/kfold/checkpoints", help="per-fold checkpoints"
@@ -59,13 +65,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from cxr_pneumonia import load_dataset
-    from cxr_pneumonia.data.augment import Augmentation
     from cxr_pneumonia.training import cross_validate
     from cxr_pneumonia.training.fitting import DEFAULT_EPOCHS
 
     epochs = DEFAULT_EPOCHS if args.epochs is None else args.epochs
-    fill = {"fill_mode": args.fill_mode, "fill_value": args.fill_value}
-    augment = Augmentation(**{key: value for key, value in fill.items() if value is not None})
+    augment = dataclasses.replace(recipe, fill_mode=args.fill_mode, fill_value=args.fill_value)
 
     data = load_dataset(
         data_dir=args.data_dir,
