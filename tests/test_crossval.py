@@ -75,6 +75,21 @@ def test_cross_validate_two_folds(built, folds_seen, tmp_path) -> None:
     assert (tmp_path / "fold-0" / "training_log.csv").is_file()
     assert (tmp_path / "fold-1" / "best_val_loss.keras").is_file()
     assert "val_accuracy" in result.summary()
+    # Run again on the same folder (the script re-run after an interruption): every fold is
+    # finished, so nothing trains and the same models score the same.
+    again = cross_validate(
+        "tiny",
+        data,
+        folds=2,
+        epochs=1,
+        seed=3,
+        model_options={"dropout": 0.1},
+        checkpoint_dir=tmp_path,
+        verbose=0,
+    )
+    assert [r.epochs_run for r in again.training] == [0, 0]
+    for before, after in zip(result.fold_metrics, again.fold_metrics, strict=True):
+        assert after == pytest.approx(before)
 
 
 def test_cross_validate_rejects_bad_arguments(built) -> None:

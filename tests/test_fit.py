@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from cxr_pneumonia.exceptions import TrainingError
+from cxr_pneumonia.outputs import output_kind
 from cxr_pneumonia.training import TrainingResult, fit
 from cxr_pneumonia.training.callbacks import (
     LOG_FILENAME,
@@ -19,6 +20,7 @@ from cxr_pneumonia.training.callbacks import (
     default_callbacks,
     warmup_cosine_decay,
 )
+from cxr_pneumonia.training.fitting import match_labels
 from cxr_pneumonia.training.options import ema_momentum_for
 from helpers_training import make_splits, tiny_backbone_model, tiny_model
 
@@ -248,6 +250,19 @@ def test_fit_resumes_after_an_interruption(data, tmp_path) -> None:
     again = fit(tiny_model(seed=6), data, epochs=4, checkpoint_dir=tmp_path, verbose=0)
     assert again.epochs_run == 0  # finished: the final weights are just reloaded
     assert again.history == result.history
+
+
+def test_a_finished_run_resumed_leaves_the_model_ready_to_evaluate(data, tmp_path) -> None:
+    # cross_validate resumed after a finished fold evaluates the model fit returns: fit must
+    # leave it compiled, with the final weights, exactly as a run that trained does.
+    trained = tiny_model()
+    fit(trained, data, epochs=2, checkpoint_dir=tmp_path, verbose=0)
+    reloaded = tiny_model(seed=9)
+    assert fit(reloaded, data, epochs=2, checkpoint_dir=tmp_path, verbose=0).epochs_run == 0
+    validation = match_labels(data.validation, output_kind(reloaded))
+    assert reloaded.evaluate(validation, verbose=0, return_dict=True) == pytest.approx(
+        trained.evaluate(validation, verbose=0, return_dict=True)
+    )
 
 
 def test_resume_false_starts_over(data, tmp_path) -> None:

@@ -591,6 +591,26 @@ def fit(
         if phase == "fine_tune":
             set_backbone_trainable(model, True)
         status = state["phases"].get(phase)
+        momentum = ema_momentum_for(steps_per_epoch * phase_epochs) if ema else None
+        with strategy.scope():  # a Keras optimizer builds in the strategy it was made in
+            phase_optimizer = make_optimizer(
+                optimizer,
+                rate,
+                first=index == 0,
+                strategy=strategy,
+                weight_decay=weight_decay,
+                ema_momentum=momentum,
+            )
+        # compiled even when the phase is already done, so that a resumed, finished run
+        # leaves the model as ready to evaluate or train on as a fresh one
+        _compile(
+            model,
+            strategy,
+            phase_optimizer,
+            kind=kind,
+            xla=machine.jit_compile and replicas == 1,
+            label_smoothing=label_smoothing,
+        )
         if status == "done" and folder is not None:
             load_npz_weights(model, folder / f"after_{phase}.weights.npz")
             offset = next_epoch([row for row in state["history"] if row["phase"] == phase])
@@ -602,24 +622,6 @@ def fit(
         state["phases"][phase] = "running"
         recorder = RunState(state, state_path, phase)
         recorder.save()
-        momentum = ema_momentum_for(steps_per_epoch * phase_epochs) if ema else None
-        with strategy.scope():  # a Keras optimizer builds in the strategy it was made in
-            phase_optimizer = make_optimizer(
-                optimizer,
-                rate,
-                first=index == 0,
-                strategy=strategy,
-                weight_decay=weight_decay,
-                ema_momentum=momentum,
-            )
-        _compile(
-            model,
-            strategy,
-            phase_optimizer,
-            kind=kind,
-            xla=machine.jit_compile and replicas == 1,
-            label_smoothing=label_smoothing,
-        )
         seed_checkpoints(chosen, state["history"])
         trim_logs(chosen, offset)
         logger.info(
