@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 
@@ -43,7 +45,8 @@ def folds_seen(monkeypatch):
 
 def test_cross_validate_two_folds(built, folds_seen, tmp_path) -> None:
     data = make_splits(24, 12)
-    result = cross_validate(
+    run = functools.partial(
+        cross_validate,
         "tiny",
         data,
         folds=2,
@@ -53,6 +56,7 @@ def test_cross_validate_two_folds(built, folds_seen, tmp_path) -> None:
         checkpoint_dir=tmp_path,
         verbose=0,
     )
+    result = run()
     assert isinstance(result, CrossValidationResult)
     assert result.folds == 2
     assert len(result.fold_metrics) == 2
@@ -77,16 +81,7 @@ def test_cross_validate_two_folds(built, folds_seen, tmp_path) -> None:
     assert "val_accuracy" in result.summary()
     # Run again on the same folder (the script re-run after an interruption): every fold is
     # finished, so nothing trains and the same models score the same.
-    again = cross_validate(
-        "tiny",
-        data,
-        folds=2,
-        epochs=1,
-        seed=3,
-        model_options={"dropout": 0.1},
-        checkpoint_dir=tmp_path,
-        verbose=0,
-    )
+    again = run()
     assert [r.epochs_run for r in again.training] == [0, 0]
     for before, after in zip(result.fold_metrics, again.fold_metrics, strict=True):
         assert after == pytest.approx(before)
