@@ -286,6 +286,22 @@ def test_summary_is_a_readable_table(tree, tmp_path):
     assert "class_weight: NORMAL=" in text
 
 
+def test_arrays_are_the_decoded_split_aligned_with_its_files(tree, tmp_path):
+    splits = _load(tree, tmp_path / "cache", augment=False)
+    images, labels = splits.arrays("validation")
+    assert images is splits.images["validation"]  # not copied
+    np.testing.assert_array_equal(labels, splits.labels["validation"])
+    np.testing.assert_array_equal(_bright(images), labels)
+    batches, batch_labels = _all(splits.validation)
+    np.testing.assert_array_equal(batches, images)
+    np.testing.assert_array_equal(batch_labels, labels)
+    with pytest.raises(ValueError, match="unknown split 'val'; choose one of: train, validation"):
+        splits.arrays("val")
+    without = _load(tree, tmp_path / "cache", validation_fraction=0.0)
+    with pytest.raises(ValueError, match=r"has no 'validation' split; it has: train, test$"):
+        without.arrays("validation")
+
+
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [

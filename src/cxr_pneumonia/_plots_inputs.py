@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from cxr_pneumonia.data.splits import DatasetSplits
     from cxr_pneumonia.evaluation import EvaluationReport
 
 __all__ = [
@@ -31,7 +30,6 @@ __all__ = [
     "history_values",
     "layer_caption",
     "need_both_classes",
-    "split_arrays",
 ]
 
 
@@ -122,15 +120,6 @@ def layer_caption(explanation: Any) -> str:
     names = {layer.rsplit("/", 1)[-1] for layer in layers}
     which = names.pop() if len(names) == 1 else f"{layers[0]}, ..."
     return f"Grad-CAM of layer {which}, averaged over {len(layers)} members"
-
-
-def split_arrays(data: DatasetSplits, split: str) -> tuple[np.ndarray, np.ndarray]:
-    images, labels = data.images.get(split), data.labels.get(split)
-    if images is None or labels is None:
-        present = ", ".join(s for s in data.images if s in data.labels) or "none"
-        msg = f"the data has no images for split {split!r}; splits with images: {present}"
-        raise ValueError(msg)
-    return images, np.asarray(labels)
 
 
 def class_indices(labels: np.ndarray, index: int, limit: int | None, seed: int) -> np.ndarray:

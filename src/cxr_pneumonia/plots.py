@@ -32,7 +32,6 @@ from cxr_pneumonia._plots_inputs import (
     history_values,
     layer_caption,
     need_both_classes,
-    split_arrays,
 )
 
 if TYPE_CHECKING:
@@ -577,7 +576,7 @@ def plot_samples(
     if isinstance(per_class, bool) or not isinstance(per_class, int) or per_class < 1:
         msg = f"per_class must be an int >= 1; got {per_class!r}"
         raise ValueError(msg)
-    images, labels = split_arrays(data, split)
+    images, labels = data.arrays(split)
     files = data.files.get(split, ())
     names = list(data.class_names)
     figure = _new_figure(1.9 * per_class, 2.1 * len(names))
@@ -619,7 +618,7 @@ def image_statistics(
     Raises:
         ValueError: If the split has no images.
     """
-    images, labels = split_arrays(data, split)
+    images, labels = data.arrays(split)
     result: dict[str, dict[str, np.ndarray]] = {}
     for index, name in enumerate(data.class_names):
         chosen = class_indices(labels, index, max_images, seed)

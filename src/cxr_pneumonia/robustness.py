@@ -533,10 +533,10 @@ def _split_arrays(
     data: DatasetSplits | tuple[np.ndarray, np.ndarray], split: str
 ) -> tuple[np.ndarray, np.ndarray, str | None, str | None, tuple[str, str]]:
     if isinstance(data, DatasetSplits):
-        data.dataset(split)  # ValueError naming the splits present
+        images, labels = data.arrays(split)  # ValueError naming the splits present
         return (
-            np.asarray(data.images[split]),
-            np.asarray(data.labels[split]),
+            np.asarray(images),
+            labels,
             split,
             data.source,
             data.class_names,

@@ -101,15 +101,36 @@ class DatasetSplits:
         Raises:
             ValueError: If ``split`` is not a split name or that split is absent.
         """
-        if split not in SPLIT_NAMES:
-            msg = f"unknown split {split!r}; choose one of: {', '.join(SPLIT_NAMES)}"
-            raise ValueError(msg)
+        _check_split_name(split)
         result = getattr(self, split)
         if result is None:
             present = ", ".join(name for name in SPLIT_NAMES if getattr(self, name) is not None)
             msg = f"{self.source!r} has no {split!r} split; it has: {present}"
             raise ValueError(msg)
         return result
+
+    def arrays(self, split: str) -> tuple[np.ndarray, np.ndarray]:
+        """Return the decoded pixels and the labels of one split, aligned with ``files[split]``.
+
+        Args:
+            split: ``"train"``, ``"validation"`` or ``"test"``.
+
+        Returns:
+            ``(images, labels)``: ``images[split]`` (``uint8``, ``(N, H, W, C)``,
+            read-only) and ``labels[split]`` (``int32``, ``(N,)``), not copied.
+
+        Raises:
+            ValueError: If ``split`` is not a split name or that split has no images.
+        """
+        _check_split_name(split)
+        images, labels = self.images.get(split), self.labels.get(split)
+        if images is None or labels is None:
+            present = ", ".join(
+                name for name in SPLIT_NAMES if name in self.images and name in self.labels
+            )
+            msg = f"{self.source!r} has no {split!r} split; it has: {present or 'none'}"
+            raise ValueError(msg)
+        return images, np.asarray(labels)
 
     def __repr__(self) -> str:
         sizes = {split: len(self.labels[split]) for split in SPLIT_NAMES if split in self.labels}
@@ -162,3 +183,9 @@ class DatasetSplits:
         )
         lines.append(f"class_weight: {weights}")
         return "\n".join(lines)
+
+
+def _check_split_name(split: str) -> None:
+    if split not in SPLIT_NAMES:
+        msg = f"unknown split {split!r}; choose one of: {', '.join(SPLIT_NAMES)}"
+        raise ValueError(msg)
