@@ -275,6 +275,7 @@ def test_train_cosine_recipe_is_applied_and_recorded(
     assert main(argv) == 0
     training = read_metadata(out).training
     assert training["kept_epoch"] == 3  # 1-based: the last of a fixed-length run
+    assert 0 < training["training_time"] <= training["wall_time"] + 0.1
     assert "the last epoch" in training["kept_reason"]
     assert list((workspace / "tb").rglob("events.out.tfevents.*"))
     assert training["schedule"] == "cosine"

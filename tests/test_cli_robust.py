@@ -354,6 +354,9 @@ def test_train_ensemble_trains_k_seeds_and_saves_one_bundle(
     assert metadata.training["ensemble"] == 2
     assert metadata.training["member_seeds"] == [3, 4]
     assert [m["training"]["seed"] for m in metadata.members] == [3, 4]
+    assert metadata.training["training_time"] == pytest.approx(
+        sum(m["training"]["training_time"] for m in metadata.members), abs=0.11
+    )
     assert "val_roc_auc" in metadata.metrics
     for k in range(2):
         assert (Path(f"{out}.checkpoints") / f"member-{k}" / "bundle" / "metadata.json").is_file()

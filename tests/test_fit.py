@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import logging
 from pathlib import Path
 
@@ -76,6 +77,7 @@ def test_fit_end_to_end(data, tmp_path) -> None:
     assert _logged_epochs(tmp_path) == [1, 2, 3]
     assert not (tmp_path / "backup").exists()  # Keras removes the backup of a finished run
     assert result.wall_time > 0
+    assert 0 < result.training_time <= result.wall_time  # the epochs, within the call
     assert result.replicas == 1
     reloaded = keras.saving.load_model(result.checkpoints["best_val_loss"])
     assert reloaded.count_params() == tiny_model().count_params()
@@ -239,6 +241,8 @@ def test_fit_resumes_after_an_interruption(data, tmp_path) -> None:
             verbose=0,
         )
     assert _logged_epochs(tmp_path) == [1, 2]
+    before = json.loads((tmp_path / "run_state.json").read_text())["training_seconds"]
+    assert before > 0  # the two finished epochs
     # A new process: a new model of the same architecture, the same folder.
     result = fit(tiny_model(seed=5), data, epochs=4, checkpoint_dir=tmp_path, verbose=0)
     assert result.resumed
@@ -246,10 +250,35 @@ def test_fit_resumes_after_an_interruption(data, tmp_path) -> None:
     assert result.epochs == (1, 2, 3, 4)
     assert _logged_epochs(tmp_path) == [1, 2, 3, 4]
     assert len(result.history["val_loss"]) == 4
+    # The run's training time counts the interrupted call's epochs too, this call's does not.
+    assert result.training_time > before
+    assert result.training_time - before <= result.wall_time
 
     again = fit(tiny_model(seed=6), data, epochs=4, checkpoint_dir=tmp_path, verbose=0)
     assert again.epochs_run == 0  # finished: the final weights are just reloaded
     assert again.history == result.history
+    assert again.training_time == result.training_time
+
+
+def test_a_run_state_without_a_training_time_resumes_with_it_unknown(data, tmp_path) -> None:
+    # A folder written before the run state counted seconds: its time is unknown, not zero.
+    with pytest.raises(KeyboardInterrupt):
+        fit(
+            tiny_model(),
+            data,
+            epochs=2,
+            callbacks=[*default_callbacks(tmp_path), _Interrupt(at=1)],
+            checkpoint_dir=tmp_path,
+            verbose=0,
+        )
+    path = tmp_path / "run_state.json"
+    state = json.loads(path.read_text())
+    del state["training_seconds"]
+    path.write_text(json.dumps(state))
+    result = fit(tiny_model(seed=5), data, epochs=2, checkpoint_dir=tmp_path, verbose=0)
+    assert result.epochs_run == 1
+    assert result.training_time is None
+    assert "training_seconds" not in json.loads(path.read_text())
 
 
 def test_a_finished_run_resumed_leaves_the_model_ready_to_evaluate(data, tmp_path) -> None:

@@ -52,6 +52,9 @@ def test_members_differ_and_the_ensemble_is_their_mean(tmp_path: Path) -> None:
     records = result.model.get_layer("mean_of_members").members
     assert [r["training"]["seed"] for r in records] == [5, 6]
     assert all(r["training"]["epochs_run"] == 1 for r in records)
+    member_times = [r["training"]["training_time"] for r in records]
+    assert all(t > 0 for t in member_times)
+    assert result.training_time == pytest.approx(sum(member_times), abs=0.11)
     # Every finished member is a bundle in its checkpoint folder, recording its own
     # seed and the split it was tuned on (what shift-report re-draws for it alone) ...
     data_record = {"source": data.source, "validation_fraction": 0.25, "seed": 0}
@@ -75,6 +78,7 @@ def test_members_differ_and_the_ensemble_is_their_mean(tmp_path: Path) -> None:
     )
     assert built == []
     assert again.results == (None, None)
+    assert again.training_time == result.training_time  # as the members' bundles record it
     np.testing.assert_allclose(
         again.model.predict_on_batch(x), result.model.predict_on_batch(x), atol=1e-6
     )

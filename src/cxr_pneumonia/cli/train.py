@@ -372,6 +372,7 @@ def train(ctx: click.Context, data: common.DataChoice, **args: Any) -> int:
             "ensemble": args["ensemble"],
             "member_seeds": list(trained.seeds),
             "wall_time": round(sum(r.wall_time for r in trained.results if r is not None), 1),
+            "training_time": trained.training_time,
         }
     else:
         model = build(args["seed"])
@@ -396,6 +397,9 @@ def train(ctx: click.Context, data: common.DataChoice, **args: Any) -> int:
             "kept_reason": result.kept_reason,
             "monitor": result.monitor,
             "wall_time": round(result.wall_time, 1),
+            "training_time": None
+            if result.training_time is None
+            else round(result.training_time, 1),
         }
     threshold, metrics = 0.5, {}
     if splits.validation is None:
@@ -427,7 +431,7 @@ def train(ctx: click.Context, data: common.DataChoice, **args: Any) -> int:
         "model": ",".join(models),
         "epochs": args["epochs"],
         "fine_tune_epochs": args["fine_tune_epochs"],
-        **{key: value for key, value in run.items() if key != "wall_time"},
+        **{key: value for key, value in run.items() if key not in ("wall_time", "training_time")},
         "batch_size": args["batch_size"],
         "optimizer": args["optimizer"],
         "learning_rate": args["learning_rate"],
@@ -441,6 +445,7 @@ def train(ctx: click.Context, data: common.DataChoice, **args: Any) -> int:
         "class_weight": "balanced" if args["class_weight"] else None,
         "weights": args["weights"],
         "wall_time": run["wall_time"],
+        "training_time": run["training_time"],
     }
     save_model(
         model,

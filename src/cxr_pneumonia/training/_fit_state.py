@@ -23,6 +23,7 @@ import csv
 import json
 import logging
 import shutil
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,9 @@ __all__ = [
 logger = logging.getLogger("cxr_pneumonia")
 
 STATE_FILENAME = "run_state.json"
+TRAINING_SECONDS = "training_seconds"
+"""Key of the run state: seconds of the completed epochs, summed over every call that trained
+the run; absent from a run begun by a version that did not count them (its time is unknown)."""
 _PHASES = ("train", "fine_tune")
 
 
@@ -73,6 +77,10 @@ class RunState(keras.callbacks.Callback):
         self.path = path
         self.phase = phase
         self.epochs_run = 0
+        self._epoch_started: float | None = None
+
+    def on_epoch_begin(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
+        self._epoch_started = time.perf_counter()
 
     def save(self) -> None:
         if self.path is None:
@@ -89,6 +97,8 @@ class RunState(keras.callbacks.Callback):
         rows = [r for r in self.state["history"] if r["epoch"] != epoch]
         rows.append(row)
         self.state["history"] = rows
+        if self._epoch_started is not None and TRAINING_SECONDS in self.state:
+            self.state[TRAINING_SECONDS] += time.perf_counter() - self._epoch_started
         self.epochs_run += 1
         self.save()
 
@@ -106,7 +116,7 @@ class RunState(keras.callbacks.Callback):
 def load_state(path: Path | None, model: keras.Model, resume: bool) -> dict[str, Any]:
     """The run state in ``path`` to resume, or a fresh one (no file, or ``resume=False``)."""
     fingerprint = {"model": model.name, "params": int(model.count_params())}
-    fresh = {"fingerprint": fingerprint, "phases": {}, "history": []}
+    fresh = {"fingerprint": fingerprint, "phases": {}, "history": [], TRAINING_SECONDS: 0.0}
     if path is None or not resume or not path.exists():
         return fresh
     try:

@@ -51,12 +51,18 @@ class EnsembleTrainingResult:
         results: Each member's [`TrainingResult`][cxr_pneumonia.training.fitting.TrainingResult], or
             ``None`` for a member loaded from a finished checkpoint.
         seeds: Each member's seed.
+        training_time: Seconds of training of all the members, summed over
+            every call that trained them (a member loaded from a finished
+            checkpoint counts the time its bundle records), or ``None`` when
+            a member's is unknown (see
+            [`TrainingResult.training_time`][cxr_pneumonia.training.fitting.TrainingResult]).
     """
 
     model: Any
     members: tuple[Any, ...]
     results: tuple[TrainingResult | None, ...]
     seeds: tuple[int, ...]
+    training_time: float | None = None
 
 
 def fit_ensemble(
@@ -161,6 +167,7 @@ def fit_ensemble(
                 "kept_epoch": getattr(result, "kept_epoch", None),
                 "monitor": result.monitor,
                 "wall_time": round(result.wall_time, 1),
+                "training_time": _rounded(result.training_time),
             }
             if finished is not None:
                 save_model(model, finished, training=summary, overwrite=True)
@@ -172,6 +179,15 @@ def fit_ensemble(
         results.append(result)
         records.append({"training": summary})
     combined = ensemble(trained, name=name, provenance=records)
+    times = [record["training"].get("training_time") for record in records]
     return EnsembleTrainingResult(
-        model=combined, members=tuple(trained), results=tuple(results), seeds=seeds
+        model=combined,
+        members=tuple(trained),
+        results=tuple(results),
+        seeds=seeds,
+        training_time=None if None in times else _rounded(sum(times)),
     )
+
+
+def _rounded(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds, 1)

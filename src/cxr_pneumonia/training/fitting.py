@@ -26,7 +26,7 @@ import textwrap
 import time
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -47,6 +47,7 @@ from cxr_pneumonia.training._distributed import (
 )
 from cxr_pneumonia.training._fit_state import (
     STATE_FILENAME,
+    TRAINING_SECONDS,
     RunState,
     clear_run,
     close_logs,
@@ -129,6 +130,11 @@ class TrainingResult:
         epochs_run: Epochs trained by this call (not counting resumed ones).
         resumed: Whether this call continued an earlier, interrupted run.
         wall_time: Seconds spent in this call.
+        training_time: Seconds of the run's completed epochs, summed over every
+            call that trained it (a resumed run counts its earlier calls, read
+            from ``checkpoint_dir``), or ``None`` when unknown: a run resumed
+            from a folder that an earlier version of the library wrote
+            without this count.
         replicas: Replicas of the model's distribution strategy (global batch
             is ``data.batch_size * replicas``).
         kept_epoch: 1-based epoch whose weights the model holds after
@@ -149,6 +155,7 @@ class TrainingResult:
     epochs_run: int = 0
     resumed: bool = False
     wall_time: float = 0.0
+    training_time: float | None = None
     replicas: int = 1
     kept_epoch: int | None = None
     kept_reason: str = ""
@@ -672,6 +679,8 @@ def fit(
     result = _result(
         state["history"], has_validation, folder, epochs_run, resumed, started, replicas, kept
     )
+    seconds = state.get(TRAINING_SECONDS)
+    result = replace(result, training_time=None if seconds is None else float(seconds))
     if progress is not None:
         progress.write(result.summary())
     return result
