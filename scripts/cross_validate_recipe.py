@@ -10,7 +10,7 @@ pools the training files (all of them: ``train`` plus the patient-grouped
 validation part), cuts them into ``--folds`` class-stratified folds that keep
 each patient on one side, trains a fresh ``--model`` per fold with the
 defaults of `fit` (the recipe of the shipped model: AdamW, EMA, warmup-cosine,
-40 epochs, the default augmentation, balanced class weights; ``--fill-mode`` and
+60 epochs, the default augmentation, balanced class weights; ``--fill-mode`` and
 ``--fill-value`` change how the augmentation fills pixels from outside the
 image, as ``train``'s flags do) and prints each
 fold's validation ROC AUC, accuracy, precision and recall, their mean and

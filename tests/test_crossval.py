@@ -140,7 +140,7 @@ def test_cross_validate_checks_the_builder() -> None:
 
 
 def test_cross_validate_defaults_are_the_default_recipe(built, monkeypatch) -> None:
-    """Without options a fold trains as fit does by default: 40 epochs, augmented."""
+    """Without options a fold trains as fit does by default: 60 epochs, augmented."""
     made: list[tuple[bool, object]] = []
     original = crossval_module._make_dataset
 
@@ -159,5 +159,5 @@ def test_cross_validate_defaults_are_the_default_recipe(built, monkeypatch) -> N
     monkeypatch.setattr(crossval_module, "_make_dataset", spy)
     monkeypatch.setattr(crossval_module, "fit", fake_fit)
     cross_validate("tiny", make_splits(12, 12), folds=2)
-    assert fold_epochs == [DEFAULT_EPOCHS, DEFAULT_EPOCHS] == [40, 40]
+    assert fold_epochs == [DEFAULT_EPOCHS, DEFAULT_EPOCHS] == [60, 60]
     assert made == [(True, True), (False, False)] * 2  # augment the training part only

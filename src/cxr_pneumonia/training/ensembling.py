@@ -109,7 +109,7 @@ def fit_ensemble(
     Examples:
         >>> result = fit_ensemble(                                  # doctest: +SKIP
         ...     lambda seed: build_model("cnn-small", input_shape=(224, 224, 1), seed=seed),
-        ...     data, members=3, epochs=40, tta=True, checkpoint_dir="runs/ens")
+        ...     data, members=3, epochs=60, tta=True, checkpoint_dir="runs/ens")
         >>> save_model(result.model, "bundles/ens", threshold=0.4)  # doctest: +SKIP
     """
     import keras
