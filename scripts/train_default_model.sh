@@ -12,7 +12,7 @@
 # that keeps validation sensitivity at 0.97, and the out-of-distribution check
 # is fitted on the ensemble's features of the training images.
 #
-# One command: about an hour on 2 idle CPU cores (20 minutes per member). An
+# One command: about an hour on 2 idle CPU cores (20-25 minutes per member). An
 # interrupted run resumes from runs/default_model (finished members are loaded,
 # not retrained); delete that folder to start over. The flags spell out the
 # recipe although they are the defaults, so that the shipped model stays
