@@ -26,7 +26,7 @@ import textwrap
 import time
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -677,10 +677,16 @@ def fit(
             recorder.save()
 
     result = _result(
-        state["history"], has_validation, folder, epochs_run, resumed, started, replicas, kept
+        state["history"],
+        has_validation,
+        folder,
+        epochs_run,
+        resumed,
+        started,
+        replicas,
+        kept,
+        training_time=state.get(TRAINING_SECONDS),
     )
-    seconds = state.get(TRAINING_SECONDS)
-    result = replace(result, training_time=None if seconds is None else float(seconds))
     if progress is not None:
         progress.write(result.summary())
     return result
@@ -740,6 +746,8 @@ def _result(
     started: float,
     replicas: int,
     kept: dict[str, Any] | None = None,
+    *,
+    training_time: float | None = None,
 ) -> TrainingResult:
     rows = sorted(rows, key=lambda row: row["epoch"])
     keys = sorted({key for row in rows for key in row} - {"epoch", "phase"})
@@ -782,6 +790,7 @@ def _result(
         epochs_run=epochs_run,
         resumed=resumed,
         wall_time=time.perf_counter() - started,
+        training_time=None if training_time is None else float(training_time),
         replicas=replicas,
         kept_epoch=int(kept["epoch"]) + 1 if kept else None,
         kept_reason=str(kept["reason"]) if kept else "",
