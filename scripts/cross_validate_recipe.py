@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--label-smoothing", type=float, default=0.0, help="fit's label_smoothing (default 0)"
     )
+    parser.add_argument("--mixup", type=float, default=0.0, help="fit's mixup alpha (default 0)")
     recipe = Augmentation()
     parser.add_argument(
         "--fill-mode",
@@ -89,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         augment=augment,
         checkpoint_dir=args.checkpoint_dir,
         label_smoothing=args.label_smoothing,
+        mixup=args.mixup,
         verbose=2,
     )
     print(result.summary())
@@ -99,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         "seed": result.seed,
         "epochs": epochs,
         "label_smoothing": args.label_smoothing,
+        "mixup": args.mixup,
         "augmentation": dataclasses.asdict(augment),
         "fold_sizes": [list(size) for size in result.fold_sizes],
         "fold_metrics": list(result.fold_metrics),

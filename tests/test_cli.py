@@ -270,7 +270,7 @@ def test_train_cosine_recipe_is_applied_and_recorded(
         "--epochs", "3", "--schedule", "cosine", "--warmup-epochs", "1",
         "--learning-rate", "0.004", "--optimizer", "adamw", "--weight-decay", "0.0001",
         "--ema", "--zoom", "0.2", "--contrast", "0.3", "--no-flip", "--tta", "--out", str(out),
-        "--label-smoothing", "0.1", "--tensorboard", str(workspace / "tb"),
+        "--label-smoothing", "0.1", "--mixup", "0.2", "--tensorboard", str(workspace / "tb"),
     ]  # fmt: skip
     assert main(argv) == 0
     training = read_metadata(out).training
@@ -284,6 +284,7 @@ def test_train_cosine_recipe_is_applied_and_recorded(
     assert training["weight_decay"] == pytest.approx(1e-4)
     assert training["ema"] is True
     assert training["label_smoothing"] == pytest.approx(0.1)
+    assert training["mixup"] == pytest.approx(0.2)
     assert training["augmentation"]["zoom"] == pytest.approx(0.2)
     assert training["augmentation"]["contrast"] == pytest.approx(0.3)
     assert training["augmentation"]["horizontal_flip"] is False
@@ -930,6 +931,7 @@ def test_every_option_says_what_it_does_and_its_default(name: str, command: obje
         ("train", "weight_decay", "cxr_pneumonia.training.fitting:fit", "weight_decay"),
         ("train", "ema", "cxr_pneumonia.training.fitting:fit", "ema"),
         ("train", "label_smoothing", "cxr_pneumonia.training.fitting:fit", "label_smoothing"),
+        ("train", "mixup", "cxr_pneumonia.training.fitting:fit", "mixup"),
         ("train", "schedule", "cxr_pneumonia.training.fitting:fit", "schedule"),
         ("explain", "alpha", "cxr_pneumonia.predictor:Predictor.explain", "alpha"),
         ("predict", "batch_size", "cxr_pneumonia.predictor:Predictor.__init__", "batch_size"),

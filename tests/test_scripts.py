@@ -91,3 +91,15 @@ def test_cross_validate_recipe_refuses_an_unknown_fill(tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as exit_info:
         script.main(["--data-dir", str(tmp_path), "--fill-mode", "reflect"])
     assert exit_info.value.code == 2
+
+
+def test_cross_validate_recipe_passes_mixup_to_every_fold_and_records_it(
+    cross_validate_calls: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    script = load_script("cross_validate_recipe")
+    out = tmp_path / "report.json"
+    argv = ["--data-dir", str(tmp_path), "--folds", "2", "--out", str(out), "--mixup", "0.2"]
+    assert script.main(argv) == 0
+    (call,) = cross_validate_calls
+    assert call["mixup"] == 0.2
+    assert json.loads(out.read_text())["mixup"] == 0.2

@@ -155,6 +155,13 @@ Examples:
     help="pull the training labels towards 1/2 by this amount (0: none)",
 )
 @library_option(
+    _FIT,
+    "mixup",
+    type=NON_NEGATIVE_FLOAT,
+    help="blend each training image with another of its batch, labels and class weights "
+    "alike, with weights drawn from Beta(ALPHA, ALPHA) (0: none; 0.2 is usual)",
+)
+@library_option(
     _BUILD, "dropout", type=FRACTION, show_default="the model's", help="dropout rate in [0, 1)"
 )
 @library_option(
@@ -344,6 +351,7 @@ def train(ctx: click.Context, data: common.DataChoice, **args: Any) -> int:
         "schedule": args["schedule"],
         "warmup_epochs": args["warmup_epochs"],
         "label_smoothing": args["label_smoothing"],
+        "mixup": args["mixup"],
         "class_weight": "balanced" if args["class_weight"] else None,
         "fine_tune_epochs": args["fine_tune_epochs"],
         "fine_tune_learning_rate": args["fine_tune_learning_rate"],
@@ -440,6 +448,7 @@ def train(ctx: click.Context, data: common.DataChoice, **args: Any) -> int:
         "schedule": args["schedule"],
         "warmup_epochs": args["warmup_epochs"] if args["schedule"] == "cosine" else None,
         "label_smoothing": args["label_smoothing"],
+        "mixup": args["mixup"],
         "augmentation": dataclasses.asdict(augmentation) if augmentation else None,
         "test_time_augmentation": "horizontal flip" if args["tta"] else None,
         "class_weight": "balanced" if args["class_weight"] else None,

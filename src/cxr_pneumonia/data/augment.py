@@ -38,6 +38,7 @@ __all__ = [
     "augment_batch",
     "augmentation_in_train_step",
     "draw_uniforms",
+    "replaced_train_step",
     "transform_matrices",
     "warp_bilinear",
 ]
@@ -702,10 +703,25 @@ def augmentation_in_train_step(
             key = tf.random.experimental.stateless_fold_in(key, replica)
         return original((augment_batch(images, key, aug), *rest))
 
+    with replaced_train_step(model, train_step):
+        yield
+
+
+@contextlib.contextmanager
+def replaced_train_step(model: keras.Model, train_step: Callable[[Any], Any]) -> Iterator[None]:
+    """Give ``model`` another ``train_step`` while the block runs; the previous one after.
+
+    The previous step may itself be a replacement (mixup inside augmentation,
+    say): blocks nest, each restoring what it found.
+    """
+    previous = model.__dict__.get("train_step")
     model.train_step = train_step
     model.train_function = None  # Keras caches the compiled step: make it anew
     try:
         yield
     finally:
-        del model.train_step  # the class's method again
+        if previous is None:
+            del model.train_step  # the class's method again
+        else:
+            model.train_step = previous
         model.train_function = None

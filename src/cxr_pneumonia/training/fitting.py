@@ -60,6 +60,7 @@ from cxr_pneumonia.training._fit_state import (
     trim_logs,
     with_run_state,
 )
+from cxr_pneumonia.training._mixup import check_mixup, mixup_in_train_step
 from cxr_pneumonia.training.callbacks import (
     BACKUP_DIRNAME,
     BEST_ACCURACY_FILENAME,
@@ -351,6 +352,7 @@ def fit(
     schedule: Literal["cosine", "plateau"] = "cosine",
     warmup_epochs: int = 2,
     label_smoothing: float = 0.0,
+    mixup: float = 0.0,
     class_weight: Mapping[int, float] | Literal["balanced"] | None = "balanced",
     callbacks: Sequence[keras.callbacks.Callback] | Literal["default"] | None = "default",
     checkpoint_dir: str | os.PathLike[str] | None = None,
@@ -418,6 +420,12 @@ def fit(
             (``keras.losses.BinaryCrossentropy(label_smoothing=)``: a PNEUMONIA
             label counts as ``1 - label_smoothing / 2``), in ``[0, 1)``; ``0``: none.
             The loss figures (also ``val_loss``) are those of the smoothed labels.
+        mixup: Train on mixed pairs of images (mixup, Zhang et al. 2018): each
+            training image is blended with another of its batch, its label and
+            class weight with the same weight ``lam ~ Beta(mixup, mixup)``, after
+            the augmentation; ``0``: none (``0.2`` is usual). Validation is not
+            mixed; the training metrics (``loss``, ``accuracy``, ``auc``, ...)
+            are those of the mixed batches, so they read lower than without.
         class_weight: ``"balanced"`` (``data.class_weight``), ``{0: w0, 1: w1}``
             with positive weights, or ``None``.
         callbacks: ``"default"`` for
@@ -492,6 +500,7 @@ def fit(
     weight_decay = 0.0 if weight_decay == 0 else check_rate("weight_decay", weight_decay)
     warmup_epochs = check_int("warmup_epochs", warmup_epochs, 0)
     label_smoothing = check_fraction("label_smoothing", label_smoothing)
+    mixup = check_mixup(mixup)
     for name, flag in (("ema", ema), ("deterministic", deterministic)):
         if not isinstance(flag, bool):
             msg = f"fit {name} must be True or False; got {flag!r}"
@@ -649,11 +658,13 @@ def fit(
             phase_callbacks.insert(0, SwapInEMAWeights())
         if progress is not None:
             phase_callbacks.append(progress)
-        in_step = (
-            augmentation_in_train_step(model, step_augmentation, seed=data.seed + index)
-            if step_augmentation is not None
-            else contextlib.nullcontext()
-        )
+        in_step = contextlib.ExitStack()
+        if mixup:  # entered first, so a device augmentation runs before the mixing
+            in_step.enter_context(mixup_in_train_step(model, mixup, seed=data.seed + index))
+        if step_augmentation is not None:
+            in_step.enter_context(
+                augmentation_in_train_step(model, step_augmentation, seed=data.seed + index)
+            )
         try:
             with in_step:
                 train(
