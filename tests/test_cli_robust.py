@@ -11,7 +11,7 @@ import keras
 import numpy as np
 import pytest
 
-from cxr_pneumonia.bundle import load_bundle, save_model
+from cxr_pneumonia.bundle import load_bundle, read_metadata, save_model
 from cxr_pneumonia.cli import main
 from cxr_pneumonia.data import load_dataset
 from cxr_pneumonia.evaluation import evaluate
@@ -289,7 +289,6 @@ def test_ensemble_with_data_chooses_the_threshold_on_validation(
 def test_ensemble_warns_only_about_splits_that_are_recorded_and_differ(
     bundle: Path, workspace: Path
 ) -> None:
-    from cxr_pneumonia.bundle import read_metadata
     from cxr_pneumonia.cli.common import splits_differ
 
     member = save_model(spread_model(3), workspace / "member", training={"seed": 4})
@@ -307,7 +306,6 @@ def test_ensemble_warns_only_about_splits_that_are_recorded_and_differ(
 def test_validation_split_prefers_options_then_the_record_then_the_defaults(
     bundle: Path, workspace: Path
 ) -> None:
-    from cxr_pneumonia.bundle import read_metadata
     from cxr_pneumonia.cli.common import validation_split
 
     recorded = read_metadata(bundle)  # fraction 0.34, seed 3
@@ -360,6 +358,18 @@ def test_train_ensemble_trains_k_seeds_and_saves_one_bundle(
     assert "val_roc_auc" in metadata.metrics
     for k in range(2):
         assert (Path(f"{out}.checkpoints") / f"member-{k}" / "bundle" / "metadata.json").is_file()
+    # Rerun: both members load from their finished bundles; this call trained nothing.
+    code, _, err = run(
+        capsys, "train", "--data-dir", data_dir, "--cache-dir", workspace / "cache",
+        "--no-progress", "--image-size", str(SIZE), "--epochs", "1", "--batch-size", "4",
+        "--validation-fraction", "0.34", "--seed", "3", "--ensemble", "2", "--tta",
+        "--out", out, "--overwrite",
+    )  # fmt: skip
+    assert code == 0, err
+    again = read_metadata(out).training
+    assert again["wall_time"] == 0.0
+    assert isinstance(again["wall_time"], float)  # not int 0, as a sum of nothing was
+    assert again["training_time"] == metadata.training["training_time"]
     # The threshold is the ensemble's own, at the target sensitivity on validation.
     data = load_dataset(
         data_dir=data_dir,

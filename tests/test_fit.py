@@ -78,6 +78,16 @@ def test_fit_end_to_end(data, tmp_path) -> None:
     assert not (tmp_path / "backup").exists()  # Keras removes the backup of a finished run
     assert result.wall_time > 0
     assert 0 < result.training_time <= result.wall_time  # the epochs, within the call
+    record = result.record()
+    assert json.loads(json.dumps(record)) == record  # plain JSON types
+    assert record["epochs_run"] == 3
+    assert record["best_epoch"] == result.best_epoch
+    assert record["best_metrics"] == result.best_metrics
+    assert record["kept_epoch"] == 3
+    assert record["kept_reason"] == result.kept_reason
+    assert record["monitor"] == "val_loss"
+    assert record["wall_time"] == round(result.wall_time, 1)
+    assert record["training_time"] == round(result.training_time, 1)
     assert result.replicas == 1
     reloaded = keras.saving.load_model(result.checkpoints["best_val_loss"])
     assert reloaded.count_params() == tiny_model().count_params()

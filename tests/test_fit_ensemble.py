@@ -51,6 +51,12 @@ def test_members_differ_and_the_ensemble_is_their_mean(tmp_path: Path) -> None:
     np.testing.assert_allclose(result.model.predict_on_batch(x), mean, atol=1e-6)
     records = result.model.get_layer("mean_of_members").members
     assert [r["training"]["seed"] for r in records] == [5, 6]
+    # each member's record is its run's, plus its seed and split
+    for record, member_result in zip(records, result.results, strict=True):
+        assert member_result is not None
+        assert {k: v for k, v in record["training"].items() if k not in ("seed", "data")} == (
+            member_result.record()
+        )
     assert all(r["training"]["epochs_run"] == 1 for r in records)
     member_times = [r["training"]["training_time"] for r in records]
     assert all(t > 0 for t in member_times)

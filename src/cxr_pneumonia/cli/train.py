@@ -379,7 +379,8 @@ def train(ctx: click.Context, data: common.DataChoice, **args: Any) -> int:
         run: dict[str, Any] = {
             "ensemble": args["ensemble"],
             "member_seeds": list(trained.seeds),
-            "wall_time": round(sum(r.wall_time for r in trained.results if r is not None), 1),
+            # this call's seconds: 0.0 when every member was loaded from a finished checkpoint
+            "wall_time": round(sum((r.wall_time for r in trained.results if r), 0.0), 1),
             "training_time": trained.training_time,
         }
     else:
@@ -397,18 +398,7 @@ def train(ctx: click.Context, data: common.DataChoice, **args: Any) -> int:
             from cxr_pneumonia.models import with_flip_tta
 
             model = with_flip_tta(model)
-        run = {
-            "epochs_run": len(result.epochs),
-            "best_epoch": result.best_epoch,
-            "best_metrics": result.best_metrics,
-            "kept_epoch": result.kept_epoch,
-            "kept_reason": result.kept_reason,
-            "monitor": result.monitor,
-            "wall_time": round(result.wall_time, 1),
-            "training_time": None
-            if result.training_time is None
-            else round(result.training_time, 1),
-        }
+        run = result.record()
     threshold, metrics = 0.5, {}
     if splits.validation is None:
         _logger.warning("no validation split (--validation-fraction 0): threshold stays 0.5")

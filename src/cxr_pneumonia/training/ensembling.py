@@ -161,13 +161,7 @@ def fit_ensemble(
                     "validation_fraction": data.validation_fraction,
                     "seed": data.seed,
                 },
-                "epochs_run": len(result.epochs),
-                "best_epoch": result.best_epoch,
-                "best_metrics": dict(result.best_metrics),
-                "kept_epoch": getattr(result, "kept_epoch", None),
-                "monitor": result.monitor,
-                "wall_time": round(result.wall_time, 1),
-                "training_time": _rounded(result.training_time),
+                **result.record(),
             }
             if finished is not None:
                 save_model(model, finished, training=summary, overwrite=True)
@@ -185,9 +179,5 @@ def fit_ensemble(
         members=tuple(trained),
         results=tuple(results),
         seeds=seeds,
-        training_time=None if None in times else _rounded(sum(times)),
+        training_time=None if None in times else round(sum(times), 1),
     )
-
-
-def _rounded(seconds: float | None) -> float | None:
-    return None if seconds is None else round(seconds, 1)

@@ -185,6 +185,26 @@ class TrainingResult:
         )
         return {key: self.history[key][position] for key in names if key in self.history}
 
+    def record(self) -> dict[str, Any]:
+        """The run in plain JSON types, as a trained bundle's ``training`` record keeps it.
+
+        Returns:
+            ``epochs_run`` (epochs in the history, resumed ones included),
+            ``best_epoch``, ``best_metrics``, ``kept_epoch``, ``kept_reason``,
+            ``monitor``, and ``wall_time`` / ``training_time`` in seconds
+            rounded to 0.1 (``training_time`` ``None`` when unknown).
+        """
+        return {
+            "epochs_run": len(self.epochs),
+            "best_epoch": self.best_epoch,
+            "best_metrics": {key: float(value) for key, value in self.best_metrics.items()},
+            "kept_epoch": self.kept_epoch,
+            "kept_reason": self.kept_reason,
+            "monitor": self.monitor,
+            "wall_time": round(self.wall_time, 1),
+            "training_time": None if self.training_time is None else round(self.training_time, 1),
+        }
+
     def summary(self) -> str:
         """Which weights the model holds, why, and their logged figures; then the best epoch.
 
