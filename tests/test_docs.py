@@ -326,3 +326,41 @@ def test_docstrings_use_mkdocstrings_cross_references_and_examples_sections() ->
         "python scripts/sphinx_roles_to_crossrefs.py /tmp/site src"
     )
     assert not found, "\n".join([*found, hint])
+
+
+def _synopsis_flags(section: str) -> set[str]:
+    """The ``--flags`` of the first code block under ``## <section>`` of the CLI guide."""
+    text = (Path(__file__).parents[1] / "docs" / "guides" / "cli.md").read_text()
+    body = text.split(f"\n## {section}\n", 1)[1]
+    block = body.split("```bash\n", 1)[1].split("```", 1)[0]
+    return set(re.findall(r"--[a-z][a-z-]*", block))
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "predict",
+        "explain",
+        "ood-fit",
+        "train",
+        "evaluate",
+        "shift-report",
+        "ensemble",
+        "export",
+        "serve",
+        "download",
+        "summary",
+    ],
+)
+def test_the_cli_guide_synopsis_lists_every_option(command: str) -> None:
+    """Each option by at least one of its spellings (``--ema|--no-ema``), and no other flag."""
+    from cxr_pneumonia.cli import cli
+
+    listed = _synopsis_flags(command)
+    spellings = [
+        {flag for flag in (*param.opts, *param.secondary_opts) if flag.startswith("--")}
+        for param in cli.commands[command].params
+        if param.param_type_name == "option" and param.name != "help"
+    ]
+    assert [sorted(names) for names in spellings if not names & listed] == []
+    assert listed - set().union(*spellings) == set()

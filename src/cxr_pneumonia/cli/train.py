@@ -158,8 +158,8 @@ Examples:
     _FIT,
     "mixup",
     type=NON_NEGATIVE_FLOAT,
-    help="blend each training image with another of its batch, labels and class weights "
-    "alike, with weights drawn from Beta(ALPHA, ALPHA) (0: none; 0.2 is usual)",
+    help="mixup: blend each training image with another of its batch (labels and class "
+    "weights alike) by a weight drawn from Beta(a, a), a = this number (0: none; 0.2 is usual)",
 )
 @library_option(
     _BUILD, "dropout", type=FRACTION, show_default="the model's", help="dropout rate in [0, 1)"
