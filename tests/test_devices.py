@@ -35,6 +35,7 @@ TESTS = Path(__file__).resolve().parent
 FIT_TINY_MODEL = """
 import hashlib
 import json
+import os
 import keras
 import numpy as np
 from cxr_pneumonia.devices import device_info
@@ -64,6 +65,7 @@ result = fit(
     checkpoint_dir=CHECKPOINT_DIR,
     seed=0,
     verbose=0,
+    mixup=float(os.environ.get("MIXUP", "0")),
 )
 weights = b"".join(np.ascontiguousarray(w).tobytes() for w in model.get_weights())
 print("RESULT " + json.dumps({
@@ -196,8 +198,9 @@ def test_fit_creates_the_optimizer_in_the_models_strategy(optimizer: str) -> Non
     assert math.isfinite(result.history["loss"][0])
 
 
-def test_fit_on_two_logical_cpus() -> None:
-    (result,) = _run_children(TWO_LOGICAL_CPUS + FIT_TINY_MODEL, [_child_env()])
+@pytest.mark.parametrize("mixup", ["0", "0.2"])
+def test_fit_on_two_logical_cpus(mixup: str) -> None:
+    (result,) = _run_children(TWO_LOGICAL_CPUS + FIT_TINY_MODEL, [_child_env(MIXUP=mixup)])
     _check_training(result)
     assert result["info"]["strategy"] == "MirroredStrategy"
     assert len(result["info"]["devices"]) == 2

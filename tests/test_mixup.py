@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
+
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from cxr_pneumonia.data.augment import Augmentation, augment_batch, augmentation_in_train_step
+from cxr_pneumonia.data.augment import (
+    Augmentation,
+    augment_batch,
+    augmentation_in_train_step,
+    replaced_train_step,
+)
 from cxr_pneumonia.training import fit
 from cxr_pneumonia.training._mixup import (
     _MIXUP_STREAM,
@@ -17,6 +25,8 @@ from cxr_pneumonia.training._mixup import (
 )
 from helpers_training import make_splits, tiny_model
 from test_augment_step import recording_model
+
+fit_module = importlib.import_module("cxr_pneumonia.training.fitting")
 
 
 def _key(*values: int) -> tf.Tensor:
@@ -57,15 +67,14 @@ def test_mixing_compiles_with_xla() -> None:
 
 
 @pytest.mark.parametrize("one_hot", [False, True])
-def test_mix_batch_blends_images_labels_and_weights_with_one_weight(one_hot: bool) -> None:
+def test_mix_batch_without_weights_blends_images_and_labels_alike(one_hot: bool) -> None:
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (8, 4, 4, 1), dtype=np.uint8)
     labels = np.array([0, 1, 1, 0, 1, 0, 1, 1], dtype=np.int32)
-    weights = np.where(labels == 1, 0.6, 2.0).astype(np.float32)  # balanced class weights
     targets = np.eye(2, dtype=np.float32)[labels] if one_hot else labels
     key = _key(4, 2)
-    mixed_images, mixed_labels, mixed_weights = (
-        t.numpy() for t in mix_batch((tf.constant(images), tf.constant(targets), weights), key, 1.0)
+    mixed_images, mixed_labels = (
+        t.numpy() for t in mix_batch((tf.constant(images), tf.constant(targets)), key, 1.0)
     )
     lam, partner = (t.numpy() for t in mixing(key, tf.constant(8), 1.0))
     assert mixed_images.dtype == np.float32
@@ -76,11 +85,55 @@ def test_mix_batch_blends_images_labels_and_weights_with_one_weight(one_hot: boo
         np.testing.assert_allclose(
             mixed_labels[i], lam[i] * targets[i] + (1 - lam[i]) * targets[j], atol=1e-6
         )
-        # the class weight of a mixed image is the mix of its parts' class weights
-        assert mixed_weights[i] == pytest.approx(lam[i] * weights[i] + (1 - lam[i]) * weights[j])
     if one_hot:
         np.testing.assert_allclose(mixed_labels.sum(axis=1), 1.0, atol=1e-6)
     assert np.any((mixed_labels > 0.01) & (mixed_labels < 0.99))  # some labels are soft
+
+
+@pytest.mark.parametrize("one_hot", [False, True])
+def test_the_weighted_loss_of_a_blend_is_the_blend_of_the_weighted_losses(one_hot: bool) -> None:
+    """Balanced class weights stay balanced: w * L(y) == lam w_i L(y_i) + (1 - lam) w_j L(y_j)."""
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, (8, 4, 4, 1), dtype=np.uint8)
+    labels = np.array([0, 1, 1, 0, 1, 0, 1, 1], dtype=np.int32)
+    weights = np.where(labels == 1, 0.67, 1.95).astype(np.float32)  # this data's balance
+    targets = np.eye(2, dtype=np.float32)[labels] if one_hot else labels.astype(np.float32)
+    key = _key(4, 2)
+    mixed_images, mixed_labels, mixed_weights = (
+        t.numpy() for t in mix_batch((tf.constant(images), tf.constant(targets), weights), key, 1.0)
+    )
+    lam, partner = (t.numpy() for t in mixing(key, tf.constant(8), 1.0))
+    np.testing.assert_allclose(
+        mixed_weights, lam * weights + (1 - lam) * weights[partner], rtol=1e-6
+    )
+    loss = (
+        keras.losses.CategoricalCrossentropy(reduction=None)
+        if one_hot
+        else keras.losses.BinaryCrossentropy(reduction=None)
+    )
+    prediction = rng.uniform(0.05, 0.95, (8, 1)).astype(np.float32)
+    if one_hot:
+        prediction = np.concatenate([1 - prediction, prediction], axis=1)
+    else:
+        targets, mixed_labels = targets[:, None], mixed_labels[:, None]
+
+    def losses(y: np.ndarray) -> np.ndarray:
+        return keras.ops.convert_to_numpy(loss(y, prediction))
+
+    want = lam * weights * losses(targets) + (1 - lam) * weights[partner] * losses(targets[partner])
+    np.testing.assert_allclose(mixed_weights * losses(mixed_labels), want, rtol=1e-4)
+    mixed_images_want = (
+        lam[:, None, None, None] * images + (1 - lam[:, None, None, None]) * images[partner]
+    )
+    np.testing.assert_allclose(mixed_images, mixed_images_want, rtol=1e-5, atol=1e-3)
+    # both images of an even NORMAL/PNEUMONIA pair become the same blend, trained towards
+    # the class of the heavier weight
+    even = mix_batch(
+        (tf.zeros((2, 1, 1, 1)), tf.constant([0.0, 1.0]), tf.constant([1.95, 0.67])),
+        _key(0, 0),
+        1e3,  # lam all but 1/2
+    )[1].numpy()
+    np.testing.assert_allclose(even, [0.67 / 2.62] * 2, atol=0.02)  # PNEUMONIA 0.26, not 0.5
 
 
 def test_the_step_sees_the_batch_mixed_with_its_step_as_key() -> None:
@@ -114,29 +167,47 @@ def test_mixup_inside_device_augmentation_augments_first_and_unwinds() -> None:
     assert "train_step" not in model.__dict__
 
 
-def test_fit_mixes_the_class_weights_keras_looked_up_not_truncated_labels() -> None:
-    """With an untrained model near 0.5 everywhere the loss is log 2 times the mean weight.
+def test_fit_blends_the_class_weights_keras_looked_up_from_the_labels() -> None:
+    """The step gets (images, labels, class weights) from Keras and blends all three."""
+    images = np.random.default_rng(3).integers(0, 256, (8, 16, 16, 1), dtype=np.uint8)
+    labels = np.array([0, 1, 1, 1, 0, 1, 1, 0])
+    model, _ = recording_model(8)
+    seen_labels = tf.Variable(tf.zeros(8))
+    seen_weights = tf.Variable(tf.zeros(8))
+    plain_step = model.train_step
 
-    Class weights looked up from mixed labels truncated to integers would be
-    mostly NORMAL's (a label is 1 only when both parts are PNEUMONIA): a mean
-    weight near 3.25 instead of (1 + 10) / 2.
-    """
+    def recording_step(data):
+        _, y, weights = data
+        seen_labels.assign(tf.reshape(tf.cast(y, tf.float32), [-1]))
+        seen_weights.assign(tf.reshape(weights, [-1]))
+        return plain_step(data)
 
-    def first_loss(weights: dict[int, float], mixup: float) -> float:
-        result = fit(
-            tiny_model(),
-            make_splits(),
-            epochs=1,
-            optimizer=keras.optimizers.SGD(learning_rate=1e-12),  # weights barely move
-            class_weight=weights,
-            mixup=mixup,
-            callbacks=None,
-            verbose=0,
-        )
-        return result.history["loss"][0]
+    batches = tf.data.Dataset.from_tensor_slices((images, labels)).batch(8)
+    with (
+        replaced_train_step(model, recording_step),
+        mixup_in_train_step(model, 0.4, seed=5),
+    ):
+        model.fit(batches, epochs=1, verbose=0, shuffle=False, class_weight={0: 3.0, 1: 0.5})
+    looked_up = np.where(labels == 1, 0.5, 3.0).astype(np.float32)
+    key = tf.random.experimental.stateless_fold_in(_key(5, 0), _MIXUP_STREAM)
+    _, want_labels, want_weights = mix_batch(
+        (tf.constant(images), tf.constant(labels), tf.constant(looked_up)), key, 0.4
+    )
+    np.testing.assert_allclose(seen_weights.numpy(), want_weights.numpy(), rtol=1e-6)
+    np.testing.assert_allclose(seen_labels.numpy(), want_labels.numpy(), rtol=1e-6)
+    assert len(set(np.round(seen_weights.numpy(), 4))) > 2  # blended, not just 3.0 or 0.5
 
-    plain = first_loss({0: 1.0, 1: 1.0}, 1.0)
-    assert first_loss({0: 1.0, 1: 10.0}, 1.0) / plain == pytest.approx(5.5, rel=0.2)
+
+def test_another_seed_blends_other_pairs() -> None:
+    images = np.random.default_rng(4).integers(0, 256, (8, 16, 16, 1), dtype=np.uint8)
+    batches = tf.data.Dataset.from_tensor_slices((images, np.arange(8) % 2)).batch(8)
+    seen = []
+    for seed in (1, 2):
+        model, recorder = recording_model(8)
+        with mixup_in_train_step(model, 1.0, seed=seed):
+            model.fit(batches, epochs=1, verbose=0, shuffle=False)
+        seen.append(recorder.seen.numpy())
+    assert not np.allclose(seen[0], seen[1])
 
 
 def test_fit_with_mixup_repeats_with_its_seed_and_differs_from_without() -> None:
@@ -153,13 +224,35 @@ def test_fit_with_mixup_repeats_with_its_seed_and_differs_from_without() -> None
     assert all(np.isfinite(first["val_loss"]))
 
 
-def test_fit_with_mixup_leaves_the_model_its_own_train_step() -> None:
+def test_fit_with_mixup_and_device_augmentation_leaves_the_model_its_own_train_step(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    entered = []
+    for name in ("mixup_in_train_step", "augmentation_in_train_step"):
+        real = getattr(fit_module, name)
+
+        def spying(*args, _real=real, _name=name, **kwargs):
+            entered.append(_name)
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(fit_module, name, spying)
+    data = dataclasses.replace(make_splits(), augmentation=Augmentation(rotation=10))
     model = tiny_model()
-    fit(model, make_splits(), epochs=1, mixup=0.2, augment_on="device", callbacks=None, verbose=0)
+    result = fit(model, data, epochs=1, mixup=0.2, augment_on="device", callbacks=None, verbose=0)
+    assert entered == ["mixup_in_train_step", "augmentation_in_train_step"]  # augmented, then mixed
+    assert np.isfinite(result.history["loss"][0])
     assert "train_step" not in model.__dict__
 
 
-@pytest.mark.parametrize("value", [-0.1, True, float("nan"), float("inf"), "0.2"])
+def test_fit_with_mixup_trains_a_softmax_model_on_a_partial_last_batch() -> None:
+    data = make_splits(n_train=22, batch_size=8)  # batches of 8, 8 and 6
+    result = fit(tiny_model(units=2), data, epochs=2, mixup=0.4, callbacks=None, verbose=0)
+    assert all(np.isfinite(result.history[key]).all() for key in ("loss", "val_loss", "val_auc"))
+
+
+@pytest.mark.parametrize("value", [-0.1, True, float("nan"), float("inf"), "0.2", 1e-5, 1e4])
 def test_fit_rejects_a_bad_mixup_before_training(value: object) -> None:
-    with pytest.raises(ValueError, match="fit mixup must be a number >= 0"):
+    with pytest.raises(
+        ValueError, match=r"fit mixup must be 0 \(no mixup\) or a number in \[0.001, 1000\]"
+    ):
         fit(tiny_model(), make_splits(), epochs=1, mixup=value, verbose=0)

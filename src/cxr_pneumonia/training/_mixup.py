@@ -4,12 +4,19 @@ Mixup (Zhang et al., "mixup: Beyond Empirical Risk Minimization", ICLR 2018)
 trains on convex combinations of pairs of examples: the image
 ``lam * x_i + (1 - lam) * x_j`` with the label ``lam * y_i + (1 - lam) * y_j``,
 ``lam ~ Beta(alpha, alpha)``. Here every image of a batch is mixed with another
-image of the same batch (a random permutation), each with its own ``lam``, and
-the sample weights of the batch (the class weights Keras looks up from the
-integer labels before the step) are mixed with the same ``lam``: an image that
-is 70 % NORMAL weighs 70 % of a NORMAL image's class weight plus 30 % of a
-PNEUMONIA one's. Keras can't do that on its own: its ``class_weight`` looks a
-label up as an integer and would truncate a mixed one.
+image of the same batch (a random permutation), each with its own ``lam``.
+
+With sample weights (the class weights Keras looks up from the integer labels
+before the step), the loss of a blend is the blend of the two weighted losses,
+``lam * w_i * L(y_i) + (1 - lam) * w_j * L(y_j)``, as in the paper's code with
+a weighted loss, so balanced class weights stay balanced. Cross-entropy is
+linear in the label, so that is one weighted loss ``w * L(y)`` with the weight
+``w = lam * w_i + (1 - lam) * w_j`` and the label mixed by
+``lam * w_i / w`` instead of ``lam``: a half-and-half blend of a NORMAL image
+(weight 1.95 on this data) and a PNEUMONIA one (0.67) is trained towards
+PNEUMONIA 0.26, not 0.5. Keras' ``class_weight`` can't do this for soft labels:
+it would look a blend's weight up from its rounded label, the full weight of
+its majority class.
 
 The draws are stateless, keyed by ``seed``, the optimizer's step counter (saved
 in checkpoints, so a resumed run mixes as an uninterrupted one would) and the
@@ -41,17 +48,21 @@ _MIXUP_STREAM = 0x6D6978
 _CANDIDATES = 16
 
 
+_ALPHA_RANGE = (1e-3, 1e3)
+"""Alphas (besides 0) whose draws float32 holds: far outside, ``lam`` is NaN."""
+
+
 def check_mixup(value: object) -> float:
-    """``fit``'s ``mixup``: a finite number ``>= 0`` (``0``: off)."""
+    """``fit``'s ``mixup``: ``0`` (off) or a number in ``[0.001, 1000]``."""
+    low, high = _ALPHA_RANGE
     if (
         isinstance(value, bool)
         or not isinstance(value, (int, float))
-        or not math.isfinite(value)
-        or value < 0
+        or not (value == 0 or low <= value <= high)
     ):
         msg = (
-            "fit mixup must be a number >= 0, the alpha of the Beta(alpha, alpha) mixing "
-            f"weights (0: no mixup; 0.2 is usual); got {value!r}"
+            f"fit mixup must be 0 (no mixup) or a number in [{low:g}, {high:g}], the alpha of "
+            f"the Beta(alpha, alpha) mixing weights (0.2 is usual); got {value!r}"
         )
         raise ValueError(msg)
     return float(value)
@@ -112,23 +123,31 @@ def mixing(key: tf.Tensor, count: tf.Tensor, alpha: float) -> tuple[tf.Tensor, t
 def mix_batch(data: tuple[tf.Tensor, ...], key: tf.Tensor, alpha: float) -> tuple[tf.Tensor, ...]:
     """Mix a training batch ``(images, labels[, sample_weights])`` with itself.
 
-    Images become ``float32``; labels (``(B,)`` or one-hot ``(B, 2)``) and
-    sample weights are mixed with the same weights as their images. See
-    [`mixing`][cxr_pneumonia.training._mixup.mixing].
+    Images become ``float32`` ``lam * x_i + (1 - lam) * x_j`` (see
+    [`mixing`][cxr_pneumonia.training._mixup.mixing]). Without sample weights
+    the labels (``(B,)`` or one-hot ``(B, 2)``) are mixed with ``lam`` too; with
+    them, the weights are mixed with ``lam`` and the labels with
+    ``lam * w_i / (lam * w_i + (1 - lam) * w_j)``, so that the weighted
+    cross-entropy of the blend is the blend of the two weighted losses.
     """
     import tensorflow as tf
 
     images, labels, *rest = data
     lam, partner = mixing(key, tf.shape(images)[0], alpha)
 
-    def mix(values: tf.Tensor) -> tf.Tensor:
+    def mix(values: tf.Tensor, share: tf.Tensor) -> tf.Tensor:
         values = tf.cast(values, tf.float32)
-        weight = tf.reshape(lam, [-1] + [1] * (values.shape.rank - 1))
-        return weight * values + (1.0 - weight) * tf.gather(values, partner)
+        share = tf.reshape(share, [-1] + [1] * (values.shape.rank - 1))
+        return share * values + (1.0 - share) * tf.gather(values, partner)
 
-    mixed = [mix(images), mix(labels)]
-    mixed += [mix(weights) if weights is not None else None for weights in rest]
-    return tuple(mixed)
+    weights = rest[0] if rest else None
+    if weights is None:
+        return (mix(images, lam), mix(labels, lam), *rest)
+    weights = tf.reshape(tf.cast(weights, tf.float32), [-1])
+    mixed_weights = mix(weights, lam)
+    label_share = tf.math.divide_no_nan(lam * weights, mixed_weights)
+    label_share = tf.where(mixed_weights > 0, label_share, lam)  # both weights 0: no loss anyway
+    return (mix(images, lam), mix(labels, label_share), mixed_weights, *rest[1:])
 
 
 @contextlib.contextmanager
@@ -147,6 +166,10 @@ def mixup_in_train_step(model: keras.Model, alpha: float, *, seed: int) -> Itera
 
     Yields:
         Nothing; the model's previous ``train_step`` is back when the block exits.
+
+    Raises:
+        ValueError: If the model is not compiled, or (in its first step) the
+            batches are not ``(images, labels[, sample_weights])``.
     """
     import tensorflow as tf
 
@@ -165,7 +188,11 @@ def mixup_in_train_step(model: keras.Model, alpha: float, *, seed: int) -> Itera
             replica = tf.cast(context.replica_id_in_sync_group, tf.int64)
             key = tf.random.experimental.stateless_fold_in(key, replica)
         if not isinstance(data, (tuple, list)) or len(data) < 2:
-            msg = "mixup needs batches of (images, labels) or (images, labels, sample_weights)"
+            got = f"a {len(data)}-tuple" if isinstance(data, (tuple, list)) else type(data).__name__
+            msg = (
+                "mixup needs batches of (images, labels) or (images, labels, sample_weights); "
+                f"got {got}"
+            )
             raise ValueError(msg)
         return original(mix_batch(tuple(data), key, alpha))
 

@@ -440,12 +440,16 @@ def fit(
             (``keras.losses.BinaryCrossentropy(label_smoothing=)``: a PNEUMONIA
             label counts as ``1 - label_smoothing / 2``), in ``[0, 1)``; ``0``: none.
             The loss figures (also ``val_loss``) are those of the smoothed labels.
-        mixup: Train on mixed pairs of images (mixup, Zhang et al. 2018): each
-            training image is blended with another of its batch, its label and
-            class weight with the same weight ``lam ~ Beta(mixup, mixup)``, after
-            the augmentation; ``0``: none (``0.2`` is usual). Validation is not
-            mixed; the training metrics (``loss``, ``accuracy``, ``auc``, ...)
-            are those of the mixed batches, so they read lower than without.
+        mixup: Train on blends of pairs of images (mixup, Zhang et al. 2018):
+            each training image is blended with another of its batch by a
+            weight ``lam ~ Beta(mixup, mixup)``, after the augmentation, and
+            trained with the blend of the two images' class-weighted losses;
+            ``0``: none (``0.2`` is usual), else in ``[0.001, 1000]``.
+            Validation is not blended. The training metrics are those of the
+            blends: ``accuracy`` counts a blended label as right only when it
+            equals the rounded prediction (a softmax model's: its majority
+            class), ``precision``/``recall``/``auc`` count any blend with some
+            PNEUMONIA in it as PNEUMONIA; compare runs on the ``val_*`` ones.
         class_weight: ``"balanced"`` (``data.class_weight``), ``{0: w0, 1: w1}``
             with positive weights, or ``None``.
         callbacks: ``"default"`` for
@@ -678,15 +682,14 @@ def fit(
             phase_callbacks.insert(0, SwapInEMAWeights())
         if progress is not None:
             phase_callbacks.append(progress)
-        in_step = contextlib.ExitStack()
-        if mixup:  # entered first, so a device augmentation runs before the mixing
-            in_step.enter_context(mixup_in_train_step(model, mixup, seed=data.seed + index))
-        if step_augmentation is not None:
-            in_step.enter_context(
-                augmentation_in_train_step(model, step_augmentation, seed=data.seed + index)
-            )
         try:
-            with in_step:
+            with contextlib.ExitStack() as in_step:
+                if mixup:  # entered first, so a device augmentation runs before the mixing
+                    in_step.enter_context(mixup_in_train_step(model, mixup, seed=data.seed + index))
+                if step_augmentation is not None:
+                    in_step.enter_context(
+                        augmentation_in_train_step(model, step_augmentation, seed=data.seed + index)
+                    )
                 train(
                     model,
                     train_ds,
