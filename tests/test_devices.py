@@ -244,3 +244,17 @@ def test_fit_on_two_workers_on_loopback_through_tf_config(tmp_path: Path) -> Non
     assert Path(other["checkpoints"]["log"]) == tmp_path / "worker-1" / "training_log.csv"
     assert (tmp_path / "best_val_loss.keras").is_file()
     assert (tmp_path / "worker-1" / "best_val_loss.keras").is_file()
+
+
+@pytest.mark.parametrize("one_hot", [False, True])
+def test_the_multi_worker_pipeline_weighs_each_image_by_its_class(one_hot: bool) -> None:
+    import numpy as np
+    import tensorflow as tf
+
+    from cxr_pneumonia.training._distributed import distribute
+
+    labels = np.array([0, 1, 1, 0])
+    targets = np.eye(2, dtype=np.float32)[labels] if one_hot else labels
+    batches = tf.data.Dataset.from_tensor_slices((np.zeros((4, 2, 2, 1)), targets)).batch(4)
+    ((_, _, weights),) = list(distribute(tf.distribute.get_strategy(), batches, {0: 2.0, 1: 0.5}))
+    assert weights.numpy().tolist() == [2.0, 0.5, 0.5, 2.0]  # one weight per image

@@ -55,7 +55,9 @@ def distribute(
         table = tf.constant([class_weight[0], class_weight[1]], dtype=tf.float32)
 
         def weigh(x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-            return x, y, tf.gather(table, tf.reshape(tf.cast(y, tf.int32), [-1]))
+            # one-hot (N, 2) labels of a softmax model, or (N,) class indices
+            classes = tf.argmax(y, axis=-1) if y.shape.rank == 2 else tf.reshape(y, [-1])
+            return x, y, tf.gather(table, tf.cast(classes, tf.int32))
 
         dataset = dataset.map(weigh)
     # Our pipelines read arrays, not files: every worker walks the same seeded order
