@@ -380,7 +380,9 @@ def train(ctx: click.Context, data: common.DataChoice, **args: Any) -> int:
             "ensemble": args["ensemble"],
             "member_seeds": list(trained.seeds),
             # this call's seconds: 0.0 when every member was loaded from a finished checkpoint
-            "wall_time": round(sum((r.wall_time for r in trained.results if r), 0.0), 1),
+            "wall_time": round(
+                sum((r.wall_time for r in trained.results if r is not None), 0.0), 1
+            ),
             "training_time": trained.training_time,
         }
     else:

@@ -39,6 +39,7 @@ __all__ = [
     "augmentation_in_train_step",
     "draw_uniforms",
     "replaced_train_step",
+    "train_step_key",
     "transform_matrices",
     "warp_bilinear",
 ]
@@ -685,7 +686,6 @@ def augmentation_in_train_step(
         >>> with augmentation_in_train_step(model, Augmentation(), seed=0):  # doctest: +SKIP
         ...     model.fit(unaugmented_batches, epochs=3)
     """
-    import tensorflow as tf
 
     if getattr(model, "optimizer", None) is None:
         msg = f"model {model.name!r} is not compiled; compile it before augmenting in its steps"
@@ -695,16 +695,35 @@ def augmentation_in_train_step(
 
     def train_step(data: Any) -> Any:
         images, *rest = data if isinstance(data, (tuple, list)) else (data,)
-        step = tf.cast(model.optimizer.iterations, tf.int64)
-        key = tf.stack([tf.constant(base_seed, tf.int64), step])
-        context = tf.distribute.get_replica_context()
-        if context is not None and context.num_replicas_in_sync > 1:
-            replica = tf.cast(context.replica_id_in_sync_group, tf.int64)
-            key = tf.random.experimental.stateless_fold_in(key, replica)
+        key = train_step_key(model, base_seed)
         return original((augment_batch(images, key, aug), *rest))
 
     with replaced_train_step(model, train_step):
         yield
+
+
+def train_step_key(model: keras.Model, seed: int, *, stream: int | None = None) -> tf.Tensor:
+    """The key of the random draws of ``model``'s current training step; call it in the step.
+
+    ``[seed, step]`` with the optimizer's step counter (saved in checkpoints, so a
+    resumed run draws what an uninterrupted one would), folded with ``stream``
+    when given (to keep two kinds of draws apart), then with the replica when
+    the step runs on several.
+
+    Returns:
+        An ``int64`` ``(2,)`` seed for the stateless random ops.
+    """
+    import tensorflow as tf
+
+    fold_in = tf.random.experimental.stateless_fold_in
+    step = tf.cast(model.optimizer.iterations, tf.int64)
+    key = tf.stack([tf.constant(int(seed), tf.int64), step])
+    if stream is not None:
+        key = fold_in(key, stream)
+    context = tf.distribute.get_replica_context()
+    if context is not None and context.num_replicas_in_sync > 1:
+        key = fold_in(key, tf.cast(context.replica_id_in_sync_group, tf.int64))
+    return key
 
 
 @contextlib.contextmanager

@@ -33,7 +33,7 @@ import math
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from cxr_pneumonia.data.augment import replaced_train_step
+from cxr_pneumonia.data.augment import replaced_train_step, train_step_key
 
 if TYPE_CHECKING:
     import keras
@@ -46,8 +46,6 @@ _MIXUP_STREAM = 0x6D6978
 # Gamma candidates per draw; with shape >= 1 Marsaglia and Tsang's method accepts more
 # than 95 % of them, so all 16 are rejected with probability below 1e-20.
 _CANDIDATES = 16
-
-
 _ALPHA_RANGE = (1e-3, 1e3)
 """Alphas (besides 0) whose draws float32 holds: far outside, ``lam`` is NaN."""
 
@@ -171,8 +169,6 @@ def mixup_in_train_step(model: keras.Model, alpha: float, *, seed: int) -> Itera
         ValueError: If the model is not compiled, or (in its first step) the
             batches are not ``(images, labels[, sample_weights])``.
     """
-    import tensorflow as tf
-
     if getattr(model, "optimizer", None) is None:
         msg = f"model {model.name!r} is not compiled; compile it before mixing in its steps"
         raise ValueError(msg)
@@ -180,13 +176,7 @@ def mixup_in_train_step(model: keras.Model, alpha: float, *, seed: int) -> Itera
     base_seed = int(seed)
 
     def train_step(data: Any) -> Any:
-        step = tf.cast(model.optimizer.iterations, tf.int64)
-        key = tf.stack([tf.constant(base_seed, tf.int64), step])
-        key = tf.random.experimental.stateless_fold_in(key, _MIXUP_STREAM)
-        context = tf.distribute.get_replica_context()
-        if context is not None and context.num_replicas_in_sync > 1:
-            replica = tf.cast(context.replica_id_in_sync_group, tf.int64)
-            key = tf.random.experimental.stateless_fold_in(key, replica)
+        key = train_step_key(model, base_seed, stream=_MIXUP_STREAM)
         if not isinstance(data, (tuple, list)) or len(data) < 2:
             got = f"a {len(data)}-tuple" if isinstance(data, (tuple, list)) else type(data).__name__
             msg = (
