@@ -55,7 +55,7 @@ with strategy.scope():  # what build_model(..., strategy=strategy) does, on a ti
         ],
         name="tiny_bn",
     )
-data = make_splits(n_train=24, n_val=8, size=16, batch_size=4)
+data = make_splits(n_train=int(os.environ.get("N_TRAIN", "24")), n_val=8, size=16, batch_size=4)
 result = fit(
     model,
     data,
@@ -151,11 +151,12 @@ def _run_children(code: str, envs: list[dict[str, str]]) -> list[dict[str, Any]]
     return results
 
 
-def _check_training(result: dict[str, Any]) -> None:
+def _check_training(result: dict[str, Any], steps_per_epoch: int = 3) -> None:
     assert result["replicas"] == 2
     assert result["model_replicas"] == 2
     assert result["same_strategy"] is True
-    assert result["steps"] == 2 * 3  # 2 epochs of 24 images in global batches of 2 x 4
+    # 2 epochs in global batches of 2 x 4: 24 images make 3, 17 make 2 (the last left out)
+    assert result["steps"] == 2 * steps_per_epoch
     assert result["validated"] == 8  # each image once: the replicas shared the batches
     history = result["history"]
     assert len(history["loss"]) == len(history["val_loss"]) == 2
@@ -204,6 +205,14 @@ def test_fit_on_two_logical_cpus(mixup: str) -> None:
     _check_training(result)
     assert result["info"]["strategy"] == "MirroredStrategy"
     assert len(result["info"]["devices"]) == 2
+
+
+def test_fit_on_two_logical_cpus_leaves_out_a_last_image_it_cannot_share() -> None:
+    # 17 images in global batches of 8: a last batch of 1 would leave one replica
+    # without an image (BatchNormalization's gradient then fails on its empty batch).
+    env = _child_env(N_TRAIN="17")
+    (result,) = _run_children(TWO_LOGICAL_CPUS + FIT_TINY_MODEL, [env])
+    _check_training(result, steps_per_epoch=2)
 
 
 def _free_ports(count: int) -> list[int]:
@@ -258,3 +267,60 @@ def test_the_multi_worker_pipeline_weighs_each_image_by_its_class(one_hot: bool)
     batches = tf.data.Dataset.from_tensor_slices((np.zeros((4, 2, 2, 1)), targets)).batch(4)
     ((_, _, weights),) = list(distribute(tf.distribute.get_strategy(), batches, {0: 2.0, 1: 0.5}))
     assert weights.numpy().tolist() == [2.0, 0.5, 0.5, 2.0]  # one weight per image
+
+
+def _batch_sizes(dataset: Any) -> list[int]:
+    return [int(labels.shape[0]) for _, labels in dataset]
+
+
+def _per_replica_batches(examples: int, batch_size: int = 4) -> Any:
+    import numpy as np
+    import tensorflow as tf
+
+    images = np.zeros((examples, 2, 2, 1), np.float32)
+    return tf.data.Dataset.from_tensor_slices((images, np.arange(examples))).batch(batch_size)
+
+
+@pytest.mark.parametrize(
+    ("examples", "replicas", "train", "validation"),
+    [
+        (17, 2, [8, 8], [8, 8, 1]),  # a last image alone: one replica would get none
+        (18, 2, [8, 8, 2], [8, 8, 2]),  # one image each
+        (26, 3, [12, 12], [12, 12, 2]),
+        (27, 3, [12, 12, 3], [12, 12, 3]),
+        (16, 2, [8, 8], [8, 8]),
+    ],
+)
+def test_rebatch_leaves_out_a_last_training_batch_smaller_than_the_replicas(
+    examples: int, replicas: int, train: list[int], validation: list[int]
+) -> None:
+    from cxr_pneumonia.training._distributed import rebatch, train_steps
+
+    per_replica = _per_replica_batches(examples)
+    options = {"batch_size": 4, "replicas": replicas, "examples": examples}
+    training = rebatch(per_replica, training=True, **options)
+    assert _batch_sizes(training) == train
+    assert (
+        int(training.cardinality())
+        == len(train)
+        == train_steps(examples, batch_size=4, replicas=replicas)
+    )
+    validating = rebatch(per_replica, **options)
+    assert _batch_sizes(validating) == validation
+    assert int(validating.cardinality()) == len(validation)
+
+
+def test_rebatch_of_a_pipeline_of_unknown_length_filters_the_last_training_batch() -> None:
+    from cxr_pneumonia.training._distributed import rebatch
+
+    unknown = _per_replica_batches(17).filter(lambda images, labels: True)
+    training = rebatch(unknown, batch_size=4, replicas=2, examples=17, training=True)
+    assert _batch_sizes(training) == [8, 8]
+
+
+def test_fewer_training_images_than_replicas_is_a_clear_error() -> None:
+    from cxr_pneumonia.exceptions import TrainingError
+    from cxr_pneumonia.training._distributed import rebatch
+
+    with pytest.raises(TrainingError, match=r"1 training image.* 2 replicas"):
+        rebatch(_per_replica_batches(1), batch_size=4, replicas=2, examples=1, training=True)

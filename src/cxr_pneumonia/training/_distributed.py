@@ -16,10 +16,19 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import keras
 
+from cxr_pneumonia.exceptions import TrainingError
+
 if TYPE_CHECKING:
     import tensorflow as tf
 
-__all__ = ["distribute", "fit_multi_worker", "is_multi_worker", "rebatch", "worker_folder"]
+__all__ = [
+    "distribute",
+    "fit_multi_worker",
+    "is_multi_worker",
+    "rebatch",
+    "train_steps",
+    "worker_folder",
+]
 
 
 def is_multi_worker(strategy: tf.distribute.Strategy) -> bool:
@@ -184,8 +193,29 @@ def fit_multi_worker(
 # --------------------------------------------------------------------------- fit
 
 
+def train_steps(examples: int, *, batch_size: int, replicas: int) -> int:
+    """Training steps per epoch: global batches, less a last one too small to share.
+
+    A global batch is split over the replicas; one of fewer images than replicas
+    leaves a replica with none, and the gradient of ``BatchNormalization`` on an
+    empty batch fails ("Unable to broadcast tensor of shape [1,1,1,C] to
+    [0,H,W,C]"). `rebatch` drops such a last training batch: fewer images than
+    replicas, a different few in each shuffled epoch.
+    """
+    global_batch = batch_size * replicas
+    steps = -(-examples // global_batch)
+    if 0 < examples % global_batch < replicas:
+        steps -= 1
+    return steps
+
+
 def rebatch(
-    dataset: tf.data.Dataset, *, batch_size: int, replicas: int, examples: int
+    dataset: tf.data.Dataset,
+    *,
+    batch_size: int,
+    replicas: int,
+    examples: int,
+    training: bool = False,
 ) -> tf.data.Dataset:
     """Re-batch a pipeline of per-replica batches to global batches of ``replicas`` times the size.
 
@@ -193,12 +223,36 @@ def rebatch(
     first epoch that the input "ran out of data". When the pipeline holds
     ``examples`` in batches of ``batch_size`` (all full but the last), it makes
     ``ceil(examples / (batch_size * replicas))`` global batches: that
-    cardinality is asserted back.
+    cardinality is asserted back. With ``training``, a last global batch of
+    fewer images than replicas is left out (see `train_steps`); validation
+    keeps every image (a replica's empty batch is harmless in ``test_step``).
+
+    Raises:
+        TrainingError: If ``training`` and there are fewer ``examples`` than
+            replicas: no replica would have an image to train on in a step.
     """
     import tensorflow as tf
 
+    if training and 0 < examples < replicas:
+        msg = (
+            f"{examples} training image(s) can't be shared by {replicas} replicas: every "
+            "replica needs at least one image per step; build the model with a strategy "
+            "of fewer devices (build_model(..., strategy=select_strategy(devices=[...]))) "
+            "or train on more images"
+        )
+        raise TrainingError(msg)
     rebatched = dataset.rebatch(batch_size * replicas)
     if examples > 0 and int(dataset.cardinality()) == -(-examples // batch_size):
         global_batches = -(-examples // (batch_size * replicas))
-        rebatched = rebatched.apply(tf.data.experimental.assert_cardinality(global_batches))
+        if training:
+            steps = train_steps(examples, batch_size=batch_size, replicas=replicas)
+            rebatched = rebatched.take(steps)
+            global_batches = steps
+        return rebatched.apply(tf.data.experimental.assert_cardinality(global_batches))
+    if training:  # a pipeline of unknown length: look at each batch's size
+
+        def shared_by_all(*batch: tf.Tensor) -> tf.Tensor:
+            return tf.shape(tf.nest.flatten(batch)[0])[0] >= replicas
+
+        rebatched = rebatched.filter(shared_by_all)
     return rebatched

@@ -43,6 +43,7 @@ from cxr_pneumonia.training._distributed import (
     fit_multi_worker,
     is_multi_worker,
     rebatch,
+    train_steps,
     worker_folder,
 )
 from cxr_pneumonia.training._fit_state import (
@@ -398,7 +399,9 @@ def fit(
     scope (an optimizer instance made outside it is re-created from its
     config). When the strategy has ``N > 1`` replicas, ``data.batch_size`` is
     taken as the per-replica batch and the pipelines are re-batched to a
-    global batch of ``data.batch_size * N``.
+    global batch of ``data.batch_size * N``; a last training batch of fewer
+    than ``N`` images, which would leave a replica without one, is left out of
+    each epoch (validation scores every image).
 
     Under a ``MultiWorkerMirroredStrategy`` spanning several workers (``TF_CONFIG``),
     run the same call on every worker, with the same data and ``seed``: each
@@ -505,7 +508,8 @@ def fit(
         ValueError: If an option is out of range or inconsistent (e.g.
             ``fine_tune_epochs > 0`` for a model without a backbone).
         TrainingError: If callbacks monitor validation metrics the data lacks,
-            or ``checkpoint_dir`` holds a run of another model.
+            ``checkpoint_dir`` holds a run of another model, or the model has
+            more replicas than there are training images.
         ImportError: If ``tensorboard_dir`` is given and TensorBoard is not installed.
     """
     started = time.perf_counter()
@@ -601,7 +605,11 @@ def fit(
         logger.info("%d replicas: global batch %d", replicas, data.batch_size * replicas)
         sizes = {split: len(data.labels.get(split, ())) for split in ("train", "validation")}
         train_ds = rebatch(
-            train_ds, batch_size=data.batch_size, replicas=replicas, examples=sizes["train"]
+            train_ds,
+            batch_size=data.batch_size,
+            replicas=replicas,
+            examples=sizes["train"],
+            training=True,
         )
         if val_ds is not None:
             val_ds = rebatch(
@@ -611,7 +619,9 @@ def fit(
         verbose = 0  # the chief shows the progress
 
     chosen = _build_callbacks(callbacks, folder, has_validation, schedule)
-    steps_per_epoch = math.ceil(len(data.labels["train"]) / (data.batch_size * replicas))
+    steps_per_epoch = train_steps(
+        len(data.labels["train"]), batch_size=data.batch_size, replicas=replicas
+    )
     if tensorboard is not None:
         chosen.append(tensorboard)
     progress = None
