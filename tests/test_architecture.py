@@ -216,6 +216,8 @@ def test_init_files_only_re_export() -> None:
         ("cxr_pneumonia._plots_inputs", "cxr_pneumonia.plots"),
         # fitting.py and the private module holding its run state
         ("cxr_pneumonia.training._fit_state", "cxr_pneumonia.training.fitting"),
+        # the result fit returns is read without fit
+        ("cxr_pneumonia.training.result", "cxr_pneumonia.training.fitting"),
         # callbacks.py and the private module holding its backup's files
         ("cxr_pneumonia.training._backup", "cxr_pneumonia.training.callbacks"),
         # bundle.py and the private modules holding its parts

@@ -5,7 +5,8 @@
 from cxr_pneumonia.training import callbacks
 from cxr_pneumonia.training.crossval import CrossValidationResult, cross_validate
 from cxr_pneumonia.training.ensembling import EnsembleTrainingResult, fit_ensemble
-from cxr_pneumonia.training.fitting import TrainingResult, fit
+from cxr_pneumonia.training.fitting import fit
+from cxr_pneumonia.training.result import TrainingResult
 
 __all__ = [
     "CrossValidationResult",

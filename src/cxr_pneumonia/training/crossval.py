@@ -17,7 +17,8 @@ import numpy as np
 
 from cxr_pneumonia.data.splits import DatasetSplits
 from cxr_pneumonia.outputs import output_kind
-from cxr_pneumonia.training.fitting import DEFAULT_EPOCHS, TrainingResult, fit, match_labels
+from cxr_pneumonia.training.fitting import DEFAULT_EPOCHS, fit, match_labels
+from cxr_pneumonia.training.result import TrainingResult
 
 if TYPE_CHECKING:
     import keras
@@ -43,7 +44,7 @@ class CrossValidationResult:
         mean: Per metric, the mean over the folds.
         std: Per metric, the sample standard deviation (``ddof=1``) over the folds.
         fold_sizes: Per fold, ``(training images, validation images)``.
-        training: Per fold, the [`TrainingResult`][cxr_pneumonia.training.fitting.TrainingResult].
+        training: Per fold, the [`TrainingResult`][cxr_pneumonia.training.result.TrainingResult].
         seed: Seed of the fold assignment (fold ``k`` trains with ``seed + k``).
         wall_time: Seconds for all folds.
     """

@@ -27,7 +27,8 @@ from cxr_pneumonia.bundle import load_bundle, save_model
 from cxr_pneumonia.data.splits import DatasetSplits
 from cxr_pneumonia.ensembles import ensemble
 from cxr_pneumonia.exceptions import BundleError, EnsembleError
-from cxr_pneumonia.training.fitting import TrainingResult, fit
+from cxr_pneumonia.training.fitting import fit
+from cxr_pneumonia.training.result import TrainingResult
 
 if TYPE_CHECKING:
     import keras
@@ -48,14 +49,14 @@ class EnsembleTrainingResult:
         model: The ensemble: one Keras model averaging the members (see
             [`ensemble`][cxr_pneumonia.ensembles.ensemble]).
         members: The trained members, in order (flip-TTA wrapped when asked).
-        results: Each member's [`TrainingResult`][cxr_pneumonia.training.fitting.TrainingResult], or
+        results: Each member's [`TrainingResult`][cxr_pneumonia.training.result.TrainingResult], or
             ``None`` for a member loaded from a finished checkpoint.
         seeds: Each member's seed.
         training_time: Seconds of training of all the members, summed over
             every call that trained them (a member loaded from a finished
             checkpoint counts the time its bundle records), or ``None`` when
             a member's is unknown (see
-            [`TrainingResult.training_time`][cxr_pneumonia.training.fitting.TrainingResult]).
+            [`TrainingResult.training_time`][cxr_pneumonia.training.result.TrainingResult]).
     """
 
     model: Any
